@@ -1,0 +1,3 @@
+from motifpipe.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,214 @@
+"""The pipeline's stages as functions of file paths: the I/O edge of each module.
+
+Each ``run_*`` reads its inputs, calls the pure modules, logs one MLflow run and
+writes its outputs atomically at the end, so a failed job leaves no output and a
+FAILED run. The CLI (``python -m motifpipe <stage>``) maps arguments onto these.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from motifpipe.errors import MotifpipeError
+from motifpipe.io import atomic_path, read_json, write_json
+
+
+def _job_tags(rule: str, study: str, **wildcards) -> dict:
+    key = ":".join([rule, study, *(f"{k}={v}" for k, v in sorted(wildcards.items()))])
+    return {"rule": rule, "study": study, "job_key": key,
+            "wildcards": json.dumps(wildcards, sort_keys=True), **wildcards}
+
+
+def _run(tracking: dict, run_name: str, tags: dict):
+    from motifpipe.tracking import job_run
+
+    return job_run(tracking["uri"], tracking["experiment"], run_name, tags,
+                   tracking.get("artifacts"), tracking.get("parent_run_id"))
+
+
+def run_init_tracking(config: dict, out: Path) -> None:
+    """Create the store, the experiment and the study's parent run; write their ids."""
+    from motifpipe.config import experiment_name
+    from motifpipe.tracking import start_parent_run
+
+    t = config["tracking"]
+    ids = start_parent_run(t["uri"], experiment_name(config), t["artifacts"],
+                           config["study"], config)
+    write_json(out, {**ids, "artifacts": t["artifacts"], "study": config["study"]})
+
+
+def run_generate(name: str, task: dict, n: int, seed: int, val: float, test: float,
+                 out: Path) -> None:
+    """Draw one data set; no MLflow run (generation is cheap and fully determined)."""
+    from motifpipe import data
+
+    task = data.check_task(name, task)
+    ds = data.generate(task, n=n, seed=seed, val=val, test=test)
+    data.save_dataset(ds, out)
+
+
+def _kernel_metrics(model, ds) -> dict:
+    out = {}
+    for part in ("val", "test"):
+        X, y, f = ds.part(part)
+        pred = model.predict(X)
+        out[f"{part}_mse"] = float(np.mean((pred - y) ** 2))
+        if part == "test" and f is not None:
+            out["excess_risk"] = float(np.mean((pred - f) ** 2))
+    return out
+
+
+def run_fit_baseline(data_path: Path, cfg: dict, tracking_path: Path, wc: dict,
+                     out_model: Path, out_json: Path) -> None:
+    """Fit the convex baseline (the ``kernel`` arm) and log it."""
+    from motifpipe import baselines, data
+
+    tracking = read_json(tracking_path)
+    ds = data.load_dataset(data_path)
+    tags = _job_tags("fit_baseline", tracking["study"], arm="kernel", **wc)
+    with _run(tracking, f"kernel {wc['task']} n={wc['n']} seed={wc['seed']}", tags) as run:
+        run.log_params({"baseline": cfg, "data": ds.meta})
+        X, y, _ = ds.part("train")
+        Xv, yv, _ = ds.part("val")
+        model = baselines.fit_baseline(X, y, Xv, yv, cfg, seed=wc["seed"])
+        metrics = _kernel_metrics(model, ds)
+        info = model.info
+        run.log_metrics([{"epoch": 0, **metrics, "fit_time_s": info["fit_time_s"],
+                          "gamma": model.gamma, "lam": info.get("lam", np.nan)}])
+        run.set_tags({"solver": info.get("solver", cfg.get("kind", ""))})
+        with atomic_path(out_model.with_suffix(".selection.json")) as tmp:
+            tmp.write_text(json.dumps(info.get("curve", []), indent=1, default=str))
+            run.log_artifact(tmp, "selection")
+        baselines.save_model(model, out_model)
+        result = {**wc, "study": tracking["study"], "arm": "kernel", **metrics,
+                  "wall_time_s": info["fit_time_s"], "epochs": 0, "best_epoch": 0,
+                  "n_params": int(np.size(model.coef)) + 1, "mlflow_run_id": run.run_id,
+                  "gamma": model.gamma, "lam": info.get("lam")}
+        write_json(out_json, result)
+
+
+def run_transfer(model_path: Path, data_path: Path, cfg: dict, tracking_path: Path,
+                 wc: dict, out_net: Path, out_json: Path) -> None:
+    """Transfer the baseline into a network and check its fidelity before training."""
+    import torch
+
+    from motifpipe import baselines, data, transfer
+
+    tracking = read_json(tracking_path)
+    tags = _job_tags("transfer", tracking["study"], arm="mimicry", **wc)
+    with _run(tracking, f"transfer {wc['task']} n={wc['n']} seed={wc['seed']}", tags) as run:
+        run.log_params({"transfer": cfg})
+        model = baselines.load_model(model_path)
+        t0 = time.perf_counter()
+        net = transfer.to_network(model, kind=cfg["kind"])
+        transfer_s = time.perf_counter() - t0
+        Xv, _, _ = data.load_dataset(data_path).part("val")
+        fid = {f"fidelity_{k}": v for k, v in transfer.fidelity(net, model, Xv).items()}
+        fid32 = transfer.fidelity(net.to(torch.float32), model, Xv)
+        fid.update({f"fidelity32_{k}": v for k, v in fid32.items()})
+        arch = transfer.architecture(net)
+        run.log_metrics([{"epoch": 0, **fid, "transfer_s": transfer_s,
+                          "n_params": arch["n_params"]}])
+        run.set_tags({f"arch.{k}": v for k, v in arch.items()})
+        worst = max(fid["fidelity_max_rel"], fid32["max_rel"])
+        if worst > cfg["max_rel_error"]:
+            raise MotifpipeError(
+                f"transfer fidelity {worst:.2e} (max |net - baseline| / (1 + max|baseline|)) "
+                f"exceeds transfer.max_rel_error={cfg['max_rel_error']:g}"
+            )
+        transfer.save_network(net.double(), out_net, {"transfer_s": transfer_s})
+        write_json(out_json, {**wc, **fid, "transfer_s": transfer_s, "architecture": arch,
+                              "mlflow_run_id": run.run_id})
+
+
+def _initial_net(arm: str, ds, baseline_path: Path, net_path: Path | None,
+                 mlp_cfg: dict, seed: int):
+    """The starting network of an arm and the seconds charged before training."""
+    from motifpipe import baselines, transfer
+
+    X, _, _ = ds.part("train")
+    if arm == "mimicry":
+        net, meta = transfer.load_network(net_path)
+        model = baselines.load_model(baseline_path)
+        return net, model.info["fit_time_s"] + meta.get("transfer_s", 0.0)
+    if arm == "scratch":
+        m = len(baselines.load_model(baseline_path).coef)
+        return transfer.random_rbf(X, m, seed), 0.0
+    if arm == "mlp":
+        import torch
+
+        torch.manual_seed(seed)
+        return transfer.MLP(X.shape[1], mlp_cfg["depth"], mlp_cfg["width"]), 0.0
+    raise MotifpipeError(f"unknown arm {arm!r}; expected mimicry, scratch or mlp")
+
+
+def run_train(arm: str, data_path: Path, baseline_path: Path, net_path: Path | None,
+              cfg: dict, mlp_cfg: dict, tracking_path: Path, wc: dict, threads: int,
+              out_net: Path, out_curve: Path, out_json: Path) -> None:
+    """Retrain one arm with Lightning; log the curve in batches; write weights and curve."""
+    import pandas as pd
+    import torch
+
+    from motifpipe import baselines, data, train, transfer
+
+    torch.set_num_threads(max(1, threads))
+    tracking = read_json(tracking_path)
+    tags = _job_tags("train", tracking["study"], arm=arm, **wc)
+    with _run(tracking, f"{arm} {wc['task']} n={wc['n']} seed={wc['seed']}", tags) as run:
+        run.log_params({"train": cfg, "mlp": mlp_cfg if arm == "mlp" else {}, "arm": arm})
+        ds = data.load_dataset(data_path)
+        net, offset = _initial_net(arm, ds, baseline_path, net_path, mlp_cfg, wc["seed"])
+        lam = baselines.load_model(baseline_path).info.get("lam", 0.0) or 0.0
+        res = train.train_arm(net, ds, cfg, wc["seed"], transferred=arm == "mimicry",
+                              penalty=lam if arm in ("mimicry", "scratch") else 0.0,
+                              time_offset_s=offset, flush=run.log_metrics)
+        run.log_metrics(res["unflushed"])
+        arch = transfer.architecture(res["net"])
+        run.set_tags({"precision": res["precision"], "device": res["device"],
+                      "arch.n_params": arch["n_params"]})
+        with atomic_path(out_curve) as tmp_curve:
+            curve = pd.DataFrame(res["curve"]).assign(arm=arm, **wc)
+            curve.to_csv(tmp_curve, index=False)
+            run.log_artifact(tmp_curve, "curve")
+            transfer.save_network(res["net"], out_net, {"arm": arm})
+            run.log_artifact(out_net, "model")
+        keys = ("val_mse", "test_mse", "excess_risk", "wall_time_s", "epochs", "best_epoch")
+        write_json(out_json, {**wc, "study": tracking["study"], "arm": arm,
+                              **{k: res[k] for k in keys}, "n_params": arch["n_params"],
+                              "curve": str(out_curve), "mlflow_run_id": run.run_id})
+
+
+def run_evaluate(result_paths: list[Path], out: Path) -> None:
+    """Join per-job results into ``summary.csv``."""
+    import pandas as pd
+
+    from motifpipe import evaluate
+
+    results = [read_json(p) for p in result_paths]
+    curves = {r["curve"]: pd.read_csv(r["curve"]) for r in results if r.get("curve")}
+    table = evaluate.summary(results, curves)
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def run_report(summary_path: Path, curve_paths: list[Path], tracking_path: Path,
+               config: dict, out_html: Path, fig_dir: Path) -> None:
+    """Draw the figures, write the self-contained HTML, attach it to the parent run."""
+    import pandas as pd
+
+    from motifpipe import report
+    from motifpipe.tracking import finish_parent_run
+
+    summary = pd.read_csv(summary_path)
+    curves = pd.concat([pd.read_csv(p) for p in curve_paths], ignore_index=True)
+    figures = report.draw_figures(summary, curves, fig_dir)
+    html = report.render_html(config, summary, figures)
+    with atomic_path(out_html) as tmp:
+        tmp.write_text(html)
+    tracking = read_json(tracking_path)
+    finish_parent_run(tracking["uri"], tracking["parent_run_id"],
+                      [out_html, *figures.values()])

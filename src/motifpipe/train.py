@@ -1,0 +1,256 @@
+"""Retraining with PyTorch Lightning: the ``mimicry``, ``scratch`` and ``mlp`` arms.
+
+All data lives in memory on the training device and is batched by
+:class:`InMemoryBatches` (no DataLoader workers, no collation cost). Per-epoch
+metrics are computed on full validation and test tensors by :class:`EpochMetrics`;
+the clock it reports excludes the test-set evaluation (monitoring a real user would
+not pay) but includes everything else. For ``mimicry`` the clock starts at the
+baseline fit: the caller passes the fit and transfer time as ``time_offset_s``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from motifpipe.errors import MotifpipeError, TrainingDiverged
+from motifpipe.transfer import RBFNet
+
+for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+# Lightning suggests srun whenever it finds SLURM's client; jobs here are single-task.
+warnings.filterwarnings("ignore", message=".*`srun` command is available.*")
+
+
+# Mirrors the `train:` section of workflow/schemas/config.schema.yaml (a test keeps
+# them equal) so that the library and a hand-run CLI work without the workflow.
+DEFAULTS = {
+    "max_epochs": 100, "max_time_s": 600, "batch_size": 64, "lr": 1e-3, "transfer_lr": 1e-4,
+    "warmup_epochs": 2, "weight_decay": 0, "grad_clip": 1.0, "patience": 20,
+    "precision": "auto", "accelerator": "auto",
+}
+
+
+@dataclass
+class Split:
+    """In-memory tensors of one data split: X (n, D), y (n,), f (n,) or None."""
+
+    X: torch.Tensor
+    y: torch.Tensor
+    f: torch.Tensor | None = None
+
+
+class InMemoryBatches:
+    """Shuffled mini-batches of device tensors, reproducible from ``seed``.
+
+    Iterating yields ``(x (b, D), y (b,))``; each pass draws a new permutation from
+    a generator seeded once, so epoch k's order depends only on the seed and k.
+    """
+
+    def __init__(self, split: Split, batch_size: int, seed: int):
+        self.split, self.batch_size = split, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.split.y) / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.split.y)
+        order = torch.randperm(n, generator=self.generator).to(self.split.y.device)
+        for i in range(0, n, self.batch_size):
+            idx = order[i : i + self.batch_size]
+            yield self.split.X[idx], self.split.y[idx]
+
+
+class Regressor(pl.LightningModule):
+    """Least squares on ``net`` (plus ``penalty * |w|^2`` for RBF nets), Adam, warm-up."""
+
+    def __init__(self, net: nn.Module, cfg: dict, transferred: bool, penalty: float,
+                 steps_per_epoch: int):
+        super().__init__()
+        self.net, self.cfg = net, cfg
+        self.transferred, self.penalty = transferred, penalty
+        self.steps_per_epoch = steps_per_epoch
+        self.loss_sum = torch.zeros(())
+        self.loss_count = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.mse_loss(self.net(x).float(), y.float())
+        if self.penalty and isinstance(self.net, RBFNet):
+            loss = loss + self.penalty * self.net.rkhs_norm2().float()
+        self.loss_sum = self.loss_sum.to(loss.device) + loss.detach()
+        self.loss_count += 1
+        return loss
+
+    def configure_optimizers(self):
+        opt = torch.optim.Adam(self._param_groups(), weight_decay=self.cfg["weight_decay"])
+        warmup = max(1, self.cfg["warmup_epochs"] * self.steps_per_epoch)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _param_groups(self) -> list[dict]:
+        """Transferred motifs (centres, width) learn at ``transfer_lr``; the head at ``lr``."""
+        lr = self.cfg["lr"]
+        if not (self.transferred and isinstance(self.net, RBFNet)):
+            return [{"params": list(self.net.parameters()), "lr": lr}]
+        motifs = [self.net.centers, self.net.log_gamma]
+        head = [self.net.w, self.net.bias]
+        return [{"params": motifs, "lr": self.cfg["transfer_lr"]},
+                {"params": head, "lr": lr}]
+
+    def pop_train_loss(self) -> float:
+        value = float(self.loss_sum) / max(1, self.loss_count)
+        self.loss_sum, self.loss_count = torch.zeros(()), 0
+        return value
+
+
+class EpochMetrics(pl.Callback):
+    """Per-epoch learning curve, best-validation snapshot and divergence check."""
+
+    def __init__(self, val: Split, test: Split, time_offset_s: float, flush=None,
+                 flush_every: int = 50):
+        self.val, self.test, self.offset = val, test, time_offset_s
+        self.rows: list[dict] = []
+        self.best_val, self.best_state, self.best_epoch = math.inf, None, 0
+        self.flush, self.flush_every, self._flushed = flush, flush_every, 0
+        self.start = self.monitor_s = 0.0
+
+    def on_fit_start(self, trainer, pl_module):
+        self.start, self.monitor_s = time.perf_counter(), 0.0
+        self._record(pl_module, epoch=0, train_loss=math.nan)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        loss = pl_module.pop_train_loss()
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"training loss became {loss} at epoch {trainer.current_epoch + 1}; "
+                "lower train.lr or train.transfer_lr, or set train.grad_clip"
+            )
+        row = self._record(pl_module, trainer.current_epoch + 1, loss)
+        pl_module.log("val_mse", row["val_mse"], on_epoch=True, prog_bar=False)
+        if self.flush and len(self.rows) - self._flushed >= self.flush_every:
+            self.flush(self.rows[self._flushed :])
+            self._flushed = len(self.rows)
+
+    def _record(self, pl_module, epoch: int, train_loss: float) -> dict:
+        elapsed = time.perf_counter() - self.start - self.monitor_s
+        val_mse = _mse(pl_module, self.val.X, self.val.y)
+        t0 = time.perf_counter()
+        row = {"epoch": epoch, "time_s": self.offset + elapsed, "train_loss": train_loss,
+               "val_mse": val_mse, **test_metrics(pl_module, self.test)}
+        self.monitor_s += time.perf_counter() - t0
+        self.rows.append(row)
+        if val_mse < self.best_val:
+            self.best_val, self.best_epoch = val_mse, epoch
+            self.best_state = copy.deepcopy(pl_module.net.state_dict())
+        return row
+
+    def unflushed(self) -> list[dict]:
+        return self.rows[self._flushed :]
+
+
+@torch.no_grad()
+def _mse(module: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
+    was_training = module.training
+    module.eval()
+    pred = module(X).float()
+    module.train(was_training)
+    return float(F.mse_loss(pred, y.float()))
+
+
+def test_metrics(module: nn.Module, test: Split) -> dict:
+    """Test MSE against noisy targets and excess risk against the noise-free f*."""
+    out = {"test_mse": _mse(module, test.X, test.y)}
+    if test.f is not None:
+        out["excess_risk"] = _mse(module, test.X, test.f)
+    return out
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto``: bf16-mixed on a GPU, 32-true on CPU."""
+    if precision != "auto":
+        return precision
+    on_gpu = accelerator in ("auto", "gpu") and torch.cuda.is_available()
+    return "bf16-mixed" if on_gpu else "32-true"
+
+
+def make_trainer(cfg: dict, callbacks: list, precision: str) -> pl.Trainer:
+    """A quiet, deterministic (on CPU) Trainer; Lightning's SLURM auto-requeue is off."""
+    from pytorch_lightning.callbacks import EarlyStopping
+    from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+    plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None
+    early = EarlyStopping("val_mse", patience=cfg["patience"], check_on_train_epoch_end=True)
+    return pl.Trainer(
+        accelerator=cfg["accelerator"], devices=1, precision=precision,
+        max_epochs=cfg["max_epochs"], max_time={"seconds": cfg["max_time_s"]},
+        gradient_clip_val=cfg["grad_clip"] or None, callbacks=[*callbacks, early],
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        deterministic=not torch.cuda.is_available(), plugins=plugins,
+    )
+
+
+def to_splits(data, device: torch.device, dtype: torch.dtype) -> tuple[Split, Split, Split]:
+    """Train, val and test tensors of a :class:`motifpipe.data.Dataset` on ``device``."""
+    def split(name: str) -> Split:
+        X, y, f = data.part(name)
+        t = lambda a: None if a is None else torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
+        return Split(t(X), t(y), t(f))
+
+    return split("train"), split("val"), split("test")
+
+
+def train_arm(net: nn.Module, data, cfg: dict, seed: int, *, transferred: bool,
+              penalty: float = 0.0, time_offset_s: float = 0.0, flush=None) -> dict:
+    """Train ``net`` on ``data`` and return its learning curve and final metrics.
+
+    The returned net carries the weights of the best validation epoch (epoch 0 is
+    the starting network, so a transferred model is never returned worse on val).
+    """
+    cfg = {**DEFAULTS, **cfg}
+    pl.seed_everything(seed, workers=False, verbose=False)
+    precision = resolve_precision(cfg["precision"], cfg["accelerator"])
+    device = torch.device("cuda" if cfg["accelerator"] != "cpu" and torch.cuda.is_available()
+                          else "cpu")
+    dtype = torch.float64 if precision.startswith("64") else torch.float32
+    net = net.to(dtype)
+    train, val, test = to_splits(data, device, dtype)
+    if len(train.y) == 0 or len(val.y) == 0:
+        raise MotifpipeError("the data set has an empty train or validation split")
+    batches = InMemoryBatches(train, cfg["batch_size"], seed)
+    module = Regressor(net, cfg, transferred, penalty, len(batches))
+    metrics = EpochMetrics(val, test, time_offset_s, flush)
+    trainer = make_trainer(cfg, [metrics], precision)
+    try:
+        trainer.fit(module, train_dataloaders=batches)
+    except torch.OutOfMemoryError:
+        raise MotifpipeError(
+            f"out of device memory at train.batch_size={cfg['batch_size']}; lower it"
+        ) from None
+    net.load_state_dict(metrics.best_state)
+    best = metrics.rows[metrics.best_epoch]
+    return {
+        "net": net.cpu(), "curve": metrics.rows, "unflushed": metrics.unflushed(),
+        "best_epoch": metrics.best_epoch, "epochs": trainer.current_epoch,
+        "wall_time_s": metrics.rows[-1]["time_s"],
+        "val_mse": best["val_mse"], "test_mse": best["test_mse"],
+        "excess_risk": best.get("excess_risk", np.nan), "precision": precision,
+        "device": str(device),
+    }

@@ -1,0 +1,193 @@
+"""Analytic transfer of a fitted kernel model into a neural network.
+
+``rbf`` (exact). A Gaussian-kernel model ``f_K(x) = sum_j a_j k(x, c_j) + b`` becomes
+
+    f(x) = k(x, C) L^{-T} w + b,   L = chol(K(C, C) + jitter I),
+
+with ``w = L^T a``. The net's output equals ``f_K`` up to rounding, for any jitter,
+because ``L^{-T} L^T = I``. Why this parameterisation: the raw dual coefficients
+``a`` of a lightly regularised fit reach 10^2-10^3 and cancel each other, so moving a
+centre by 1e-3 moves ``f`` by O(1) and float32 retraining explodes. ``L`` is
+recomputed from the *current* centres and width at every forward pass (as in
+whitened sparse Gaussian processes), so ``w`` has the RKHS norm of ``f_K``
+(``|w|^2 = a^T K a``), the whitened features are bounded on the data, and moving a
+centre moves where its value sits instead of breaking a cancellation. The kernel
+algebra runs in float64 whatever the parameters' dtype, because the Cholesky factor
+of a Gaussian kernel matrix is too ill-conditioned for float32.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from motifpipe.errors import MotifpipeError
+from motifpipe.io import load_arrays, save_arrays
+
+DEFAULT_JITTER = 1e-8
+SUPPORTED_KERNELS = ("gaussian",)
+
+
+class RBFNet(nn.Module):
+    """Gaussian units with a whitened linear head; maps ``(n, D) -> (n,)``.
+
+    Parameters: ``centers`` (m, D), ``log_gamma`` (), ``w`` (m,), ``bias`` ().
+    """
+
+    def __init__(self, centers: torch.Tensor, gamma: float, w: torch.Tensor,
+                 bias: float, jitter: float = DEFAULT_JITTER):
+        super().__init__()
+        m, _ = centers.shape
+        assert w.shape == (m,), f"head has shape {tuple(w.shape)}, expected ({m},)"
+        self.centers = nn.Parameter(centers.clone())
+        self.log_gamma = nn.Parameter(torch.tensor(math.log(gamma), dtype=centers.dtype))
+        self.w = nn.Parameter(w.clone())
+        self.bias = nn.Parameter(torch.tensor(float(bias), dtype=centers.dtype))
+        self.register_buffer("jitter", torch.tensor(float(jitter), dtype=torch.float64))
+
+    @property
+    def gamma(self) -> torch.Tensor:
+        return self.log_gamma.exp()
+
+    def kernel(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """``exp(-gamma ||x - c||^2)`` in float64: (n, D), (m, D) -> (n, m)."""
+        d2 = torch.cdist(x.double(), c.double(), compute_mode="donot_use_mm_for_euclid_dist")
+        return torch.exp(-self.gamma.double() * d2.square())
+
+    def chol(self) -> torch.Tensor:
+        """Lower Cholesky factor of ``K(C, C) + jitter I``: (m, m), float64."""
+        c = self.centers
+        kmm = self.kernel(c, c)
+        eye = torch.eye(len(c), dtype=kmm.dtype, device=kmm.device)
+        return torch.linalg.cholesky(kmm + self.jitter * eye)
+
+    def coef(self) -> torch.Tensor:
+        """Dual coefficients ``a = L^{-T} w`` of the current centres: (m,), float64.
+
+        Solving for ``a`` once per forward pass costs O(m^2) beyond the Cholesky,
+        instead of whitening every input's features at O(n m^2).
+        """
+        w = self.w.double().unsqueeze(1)
+        return torch.linalg.solve_triangular(self.chol().T, w, upper=True).squeeze(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            out = self.kernel(x, self.centers) @ self.coef() + self.bias.double()
+        return out.to(self.w.dtype)
+
+    def rkhs_norm2(self) -> torch.Tensor:
+        """``|w|^2``: the squared RKHS norm of the net's function (when jitter -> 0)."""
+        return self.w.square().sum()
+
+
+class MLP(nn.Sequential):
+    """A plain ReLU MLP ``(n, D) -> (n,)`` with ``depth`` hidden layers of ``width`` units."""
+
+    def __init__(self, dim: int, depth: int, width: int):
+        layers: list[nn.Module] = []
+        for i in range(depth):
+            layers += [nn.Linear(dim if i == 0 else width, width), nn.ReLU()]
+        layers.append(nn.Linear(width if depth else dim, 1))
+        super().__init__(*layers)
+        self.dim, self.depth, self.width = dim, depth, width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).squeeze(-1)
+
+
+def to_network(model, kind: str = "rbf", jitter: float = DEFAULT_JITTER) -> RBFNet:
+    """Build the network that computes ``model.predict`` exactly (float64 parameters).
+
+    ``model`` is a fitted :class:`motifpipe.baselines.KernelModel`.
+    """
+    if kind != "rbf":
+        raise MotifpipeError(f"transfer kind {kind!r} is not supported; supported: rbf")
+    if getattr(model, "kernel", None) not in SUPPORTED_KERNELS:
+        raise MotifpipeError(
+            f"kernel {getattr(model, 'kernel', None)!r} cannot be transferred to 'rbf'; "
+            f"supported kernels: {', '.join(SUPPORTED_KERNELS)}"
+        )
+    centers = torch.as_tensor(np.asarray(model.centers, dtype=np.float64))
+    coef = torch.as_tensor(np.asarray(model.coef, dtype=np.float64))
+    net = RBFNet(centers, float(model.gamma), torch.zeros_like(coef), model.intercept, jitter)
+    with torch.no_grad():
+        net.w.copy_(net.chol().T @ coef)
+    return net
+
+
+def random_rbf(X: np.ndarray, m: int, seed: int, jitter: float = DEFAULT_JITTER) -> RBFNet:
+    """The ``scratch`` arm: same architecture as the transfer, randomly initialised.
+
+    Centres uniform in the bounding box of ``X`` (n, D); width from the median
+    heuristic of those centres; head small and random.
+    """
+    g = torch.Generator().manual_seed(seed)
+    X_t = torch.as_tensor(X, dtype=torch.float64)
+    lo, hi = X_t.min(0).values, X_t.max(0).values
+    centers = lo + (hi - lo) * torch.rand(m, X_t.shape[1], generator=g, dtype=torch.float64)
+    d2 = torch.pdist(centers).square()
+    gamma = 1.0 / float(d2.median()) if len(d2) else 1.0
+    w = 0.01 * torch.randn(m, generator=g, dtype=torch.float64)
+    return RBFNet(centers, gamma, w, 0.0, jitter)
+
+
+def fidelity(net: nn.Module, model, X: np.ndarray) -> dict[str, float]:
+    """max and RMS of ``|net(x) - f_K(x)|`` on held-out points ``X`` (n, D)."""
+    ref = np.asarray(model.predict(X), dtype=np.float64)
+    dtype = next(net.parameters()).dtype
+    with torch.no_grad():
+        out = net(torch.as_tensor(X, dtype=dtype)).double().numpy()
+    err = np.abs(out - ref)
+    max_abs = float(err.max())
+    return {
+        "max_abs": max_abs,
+        "rms": float(np.sqrt(np.mean(err**2))),
+        "max_rel": max_abs / (1.0 + float(np.abs(ref).max())),
+    }
+
+
+def architecture(net: nn.Module) -> dict:
+    """Depth, widths and parameter count of a network, for reports and MLflow."""
+    n_params = sum(p.numel() for p in net.parameters())
+    if isinstance(net, RBFNet):
+        m, dim = net.centers.shape
+        return {"kind": "rbf", "dim": dim, "units": m, "depth": 1, "widths": [m],
+                "n_params": n_params}
+    if isinstance(net, MLP):
+        return {"kind": "mlp", "dim": net.dim, "depth": net.depth,
+                "widths": [net.width] * net.depth, "n_params": n_params}
+    raise TypeError(f"unknown network type {type(net).__name__}")
+
+
+def save_network(net: nn.Module, path: str | Path, meta: dict | None = None) -> None:
+    """Weights as safetensors (float64) plus the architecture in the metadata."""
+    arrays = {k: v.detach().double().cpu().numpy().reshape(v.shape)
+              for k, v in net.state_dict().items()}
+    save_arrays(path, arrays, {"architecture": architecture(net), **(meta or {})})
+
+
+def load_network(path: str | Path) -> tuple[nn.Module, dict]:
+    """Rebuild a network saved by :func:`save_network`; no code is unpickled."""
+    arrays, meta = load_arrays(path)
+    arch = meta.get("architecture", {})
+    if arch.get("kind") == "rbf":
+        c = torch.as_tensor(arrays["centers"])
+        net: nn.Module = RBFNet(c, 1.0, torch.zeros(len(c), dtype=c.dtype), 0.0)
+    elif arch.get("kind") == "mlp":
+        net = MLP(arch["dim"], arch["depth"], arch["widths"][0] if arch["widths"] else 1)
+    else:
+        raise MotifpipeError(f"{path}: unknown network architecture {arch.get('kind')!r}")
+    state = net.state_dict()
+    # safetensors stores 0-d tensors (log_gamma, bias) as shape (1,).
+    arrays = {k: v.reshape(state[k].shape) if k in state and v.size == state[k].numel() == 1
+              else v for k, v in arrays.items()}
+    for key, value in arrays.items():
+        if key not in state or tuple(state[key].shape) != value.shape:
+            raise MotifpipeError(f"{path}: weight {key!r} has shape {value.shape}, "
+                                 f"expected {tuple(state[key].shape) if key in state else None}")
+    net.load_state_dict({k: torch.as_tensor(v).to(state[k].dtype) for k, v in arrays.items()})
+    return net, meta

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import torch
+
+from motifpipe import train, transfer
+from motifpipe.data import Dataset
+from motifpipe.errors import TrainingDiverged
+
+CFG = {"max_epochs": 6, "batch_size": 32, "patience": 50, "accelerator": "cpu"}
+
+
+def test_in_memory_batches_cover_every_row_once():
+    split = train.Split(torch.arange(10.0)[:, None], torch.arange(10.0))
+    batches = list(train.InMemoryBatches(split, 4, seed=0))
+    assert [len(y) for _, y in batches] == [4, 4, 2]
+    assert sorted(torch.cat([y for _, y in batches]).tolist()) == list(range(10))
+
+
+def test_mlp_training_is_deterministic_on_cpu(small_ds):
+    states = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        net = transfer.MLP(2, 2, 16)
+        res = train.train_arm(net, small_ds, CFG, seed=0, transferred=False)
+        states.append(res["net"].state_dict())
+        assert res["epochs"] == 6 and len(res["curve"]) == 7  # epoch 0 + 6 epochs
+    for key in states[0]:
+        torch.testing.assert_close(states[0][key], states[1][key], rtol=0, atol=0)
+
+
+def test_learning_curve_columns_and_clock(small_ds):
+    net = transfer.MLP(2, 1, 8)
+    res = train.train_arm(net, small_ds, CFG, seed=1, transferred=False, time_offset_s=5.0)
+    times = [r["time_s"] for r in res["curve"]]
+    assert times[0] >= 5.0 and times == sorted(times)
+    assert {"train_loss", "val_mse", "test_mse", "excess_risk"} <= set(res["curve"][1])
+
+
+def test_mimicry_never_returns_worse_than_the_transfer(small_ds, kernel_model):
+    net = transfer.to_network(kernel_model)
+    start = train.train_arm(net, small_ds, CFG | {"max_epochs": 1, "lr": 1.0}, seed=0,
+                            transferred=True)
+    # A deliberately huge learning rate may hurt training, but the best-validation
+    # snapshot (epoch 0 is the transferred net) is what comes back.
+    assert start["val_mse"] <= start["curve"][0]["val_mse"] + 1e-12
+
+
+def test_krr_penalty_makes_the_transfer_a_stationary_point(small_ds, kernel_model):
+    """With the baseline's own ridge penalty, the head's gradient vanishes at the transfer."""
+    net = transfer.to_network(kernel_model)
+    X, y, _ = small_ds.part("train")
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+    loss = torch.mean((net(Xt) - yt) ** 2) + kernel_model.info["lam"] * net.rkhs_norm2()
+    loss.backward()
+    assert float(net.w.grad.abs().max()) < 1e-6 * (1 + float(net.w.abs().max()))
+
+
+def test_nan_loss_stops_with_a_clear_error(small_ds):
+    y = small_ds.y.copy()
+    y[small_ds.split == 0] = np.nan
+    bad = Dataset(small_ds.X, y, small_ds.f, small_ds.split, small_ds.meta)
+    with pytest.raises(TrainingDiverged, match="training loss became nan at epoch 1"):
+        train.train_arm(transfer.MLP(2, 1, 8), bad, CFG, seed=0, transferred=False)
+
+
+def test_precision_auto_is_32_on_cpu():
+    assert train.resolve_precision("auto", "cpu") == "32-true"
+    assert train.resolve_precision("64-true", "auto") == "64-true"

@@ -1,0 +1,90 @@
+"""Transfer fidelity against the baseline's own predict (an independent numpy path)."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.kernel_ridge import KernelRidge
+
+from conftest import random_kernel_model
+from motifpipe import transfer
+from motifpipe.baselines import KernelModel
+from motifpipe.errors import MotifpipeError
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rbf_is_exact_for_random_models(seed):
+    rng = np.random.default_rng(seed)
+    model = random_kernel_model(rng)
+    X = rng.random((500, 3))
+    net = transfer.to_network(model)
+    fid64 = transfer.fidelity(net, model, X)
+    assert fid64["max_abs"] <= 1e-10 * (1 + np.abs(model.predict(X)).max())
+    fid32 = transfer.fidelity(net.float(), model, X)
+    assert fid32["max_rel"] <= 1e-5
+
+
+def test_rbf_matches_sklearn_kernel_ridge():
+    rng = np.random.default_rng(0)
+    X, y = rng.random((80, 2)), rng.normal(size=80)
+    kr = KernelRidge(kernel="rbf", gamma=7.0, alpha=1e-3).fit(X, y)
+    model = KernelModel("gaussian", 7.0, X, kr.dual_coef_, 0.0)
+    net = transfer.to_network(model)
+    Xt = rng.random((200, 2))
+    with torch.no_grad():
+        out = net(torch.as_tensor(Xt)).numpy()
+    np.testing.assert_allclose(out, kr.predict(Xt), atol=1e-9)
+
+
+def test_whitened_head_carries_the_rkhs_norm():
+    """A lightly regularised fit has huge cancelling coefficients; the head does not."""
+    rng = np.random.default_rng(1)
+    X = rng.random((100, 2))
+    y = np.sin(6 * X[:, 0]) + 0.1 * rng.normal(size=100)
+    kr = KernelRidge(kernel="rbf", gamma=10.0, alpha=1e-4).fit(X, y)
+    model = KernelModel("gaussian", 10.0, X, kr.dual_coef_, 0.0)
+    net = transfer.to_network(model)
+    K = np.exp(-10.0 * ((X[:, None] - X[None]) ** 2).sum(-1))
+    K[np.diag_indices_from(K)] += transfer.DEFAULT_JITTER  # |w|^2 = a^T (K + jitter I) a
+    rkhs2 = model.coef @ K @ model.coef
+    assert float(net.rkhs_norm2().detach()) == pytest.approx(rkhs2, rel=1e-6)
+    assert np.abs(model.coef).max() > 100
+    assert np.abs(model.coef).max() > 10 * float(net.w.detach().abs().max())
+
+
+def test_save_load_roundtrip(tmp_path):
+    rng = np.random.default_rng(2)
+    model = random_kernel_model(rng)
+    net = transfer.to_network(model)
+    transfer.save_network(net, tmp_path / "net.st")
+    back, meta = transfer.load_network(tmp_path / "net.st")
+    X = torch.as_tensor(rng.random((50, 3)))
+    with torch.no_grad():
+        torch.testing.assert_close(back(X), net(X))
+    assert meta["architecture"]["units"] == 50
+
+
+def test_load_rejects_wrong_shapes(tmp_path):
+    from motifpipe.io import load_arrays, save_arrays
+
+    net = transfer.MLP(3, 2, 8)
+    transfer.save_network(net, tmp_path / "mlp.st")
+    arrays, meta = load_arrays(tmp_path / "mlp.st")
+    arrays["0.weight"] = np.zeros((9, 3))
+    save_arrays(tmp_path / "bad.st", arrays, meta)
+    with pytest.raises(MotifpipeError, match=r"'0.weight' has shape \(9, 3\)"):
+        transfer.load_network(tmp_path / "bad.st")
+
+
+def test_scratch_has_the_transfer_architecture(small_ds, kernel_model):
+    X, _, _ = small_ds.part("train")
+    net = transfer.to_network(kernel_model)
+    scratch = transfer.random_rbf(X, len(kernel_model.coef), seed=0)
+    assert transfer.architecture(scratch) == transfer.architecture(net)
+    again = transfer.random_rbf(X, len(kernel_model.coef), seed=0)
+    torch.testing.assert_close(again.centers, scratch.centers)
+
+
+def test_unsupported_kernel_is_named():
+    model = KernelModel("laplace", 1.0, np.zeros((2, 2)), np.zeros(2), 0.0)
+    with pytest.raises(MotifpipeError, match="'laplace'.*supported kernels: gaussian"):
+        transfer.to_network(model)

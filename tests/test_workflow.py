@@ -1,0 +1,113 @@
+"""End to end: real Snakemake on config/smoke.yaml in a temporary directory."""
+
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from conftest import ROOT
+
+
+def copy_workflow(dst):
+    shutil.copy(ROOT / "Snakefile", dst)
+    shutil.copytree(ROOT / "workflow", dst / "workflow")
+    shutil.copytree(ROOT / "config", dst / "config")
+
+
+def snakemake(cwd, *args):
+    return subprocess.run(["snakemake", "--cores", "2", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("smoke")
+    copy_workflow(wd)
+    out = snakemake(wd, "--configfile", "config/smoke.yaml")
+    assert out.returncode == 0, out.stderr[-4000:]
+    return wd
+
+
+@pytest.mark.slow
+def test_smoke_outputs(smoke_run):
+    cfg = yaml.safe_load((smoke_run / "config/smoke.yaml").read_text())
+    summary = pd.read_csv(smoke_run / "results/smoke/summary.csv")
+    n_jobs = len(cfg["tasks"]) * len(cfg["seeds"])
+    assert len(summary) == n_jobs * (len(cfg["arms"]) + 1)  # + the kernel arm
+    assert set(summary["arm"]) == {"kernel", *cfg["arms"]}
+    assert summary["test_mse"].notna().all() and (summary["test_mse"] > 0).all()
+    html = (smoke_run / "reports/smoke/report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 2
+    assert "learning_curves" in html
+
+
+@pytest.mark.slow
+def test_smoke_mlflow_runs(smoke_run):
+    c = MlflowClient(f"sqlite:///{smoke_run}/mlflow.db")
+    exp = c.get_experiment_by_name("motifpipe/smoke")
+    runs = c.search_runs([exp.experiment_id])
+    by_rule = {}
+    for r in runs:
+        by_rule.setdefault(r.data.tags.get("rule"), []).append(r)
+    assert len(by_rule["train"]) == 3 and len(by_rule["fit_baseline"]) == 1
+    assert all(r.info.status == "FINISHED" for r in runs)
+    parent = by_rule["init_tracking"][0].info.run_id
+    assert all(r.data.tags["mlflow.parentRunId"] == parent for r in by_rule["train"])
+    keys = [r.data.tags["job_key"] for r in by_rule["train"]]
+    assert len(set(keys)) == len(keys)  # one run per job
+    for r in by_rule["train"]:
+        assert len(c.get_metric_history(r.info.run_id, "val_mse")) >= 2
+        artifacts = {a.path for a in c.list_artifacts(r.info.run_id)}
+        assert {"curve", "model"} <= artifacts
+
+
+@pytest.mark.slow
+def test_second_run_does_nothing(smoke_run):
+    out = snakemake(smoke_run, "--configfile", "config/smoke.yaml")
+    assert out.returncode == 0
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_snakemake_report(smoke_run):
+    out = snakemake(smoke_run, "--configfile", "config/smoke.yaml",
+                    "--report", "snakemake_report.html")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (smoke_run / "snakemake_report.html").stat().st_size > 10_000
+
+
+def test_misspelt_key_fails_before_any_job(tmp_path):
+    copy_workflow(tmp_path)
+    cfg = yaml.safe_load((tmp_path / "config/smoke.yaml").read_text())
+    cfg["train"]["max_epoch"] = cfg["train"].pop("max_epochs")
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, "--configfile", "bad.yaml")
+    assert out.returncode != 0
+    err = out.stderr.strip().splitlines()
+    assert err == ["motifpipe: config key train.max_epoch: unknown key (did you mean "
+                   "'max_epochs'?); allowed keys here: " + ", ".join(sorted(
+                       ["max_epochs", "max_time_s", "batch_size", "lr", "transfer_lr",
+                        "warmup_epochs", "weight_decay", "grad_clip", "patience",
+                        "precision", "accelerator"]))]
+    assert not (tmp_path / "results").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_failed_job_leaves_no_output_and_a_failed_run(tmp_path):
+    """An impossible fidelity bound fails the transfer job: FAILED run, no network file."""
+    copy_workflow(tmp_path)
+    cfg = yaml.safe_load((tmp_path / "config/smoke.yaml").read_text())
+    cfg["transfer"] = {"max_rel_error": 1e-30}
+    (tmp_path / "strict.yaml").write_text(yaml.safe_dump(cfg))
+    target = "results/smoke/nonsmooth2d/n300/seed0/network.safetensors"
+    out = snakemake(tmp_path, "--configfile", "strict.yaml", target)
+    assert out.returncode != 0
+    assert not list(tmp_path.glob("results/smoke/**/network.safetensors"))
+    c = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = c.search_runs([c.get_experiment_by_name("motifpipe/smoke").experiment_id],
+                         filter_string="tags.rule = 'transfer'")
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert "exceeds transfer.max_rel_error" in runs[0].data.tags["motifpipe.failure"]

@@ -1,0 +1,65 @@
+import json
+import os
+import sys
+from pathlib import Path
+
+from motifpipe.config import experiment_name, jobs, validate
+from motifpipe.errors import MotifpipeError
+
+try:
+    _validated = validate(
+        config, schema=Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+    )
+except MotifpipeError as exc:
+    sys.exit(f"motifpipe: {exc}")
+config.clear()
+config.update(_validated)
+config["tracking"].setdefault("experiment", experiment_name(config))
+
+STUDY = config["study"]
+RESULTS = f"results/{STUDY}"
+REPORTS = f"reports/{STUDY}"
+JOB = f"{RESULTS}/{{task}}/n{{n}}/seed{{seed}}"
+JOBS = jobs(config)
+ENV = "../envs/motifpipe.yaml"  # for --sdm conda; the Makefile uses .venv instead
+
+
+wildcard_constraints:
+    task="[A-Za-z0-9_-]+",
+    n=r"\d+",
+    seed=r"\d+",
+    arm="mimicry|scratch|mlp",
+
+
+def as_json(value):
+    """Params reach the CLI as one JSON argument (quoted with {params.x:q})."""
+    return json.dumps(value, sort_keys=True)
+
+
+def job_results(wildcards=None):
+    """Every per-job result file the summary joins: the kernel arm plus each trained arm."""
+    out = []
+    for j in JOBS:
+        prefix = JOB.format(**j)
+        out.append(f"{prefix}/baseline.json")
+        out += [f"{prefix}/train/{arm}.json" for arm in config["arms"]]
+    return out
+
+
+def curves(wildcards=None):
+    return [
+        f"{JOB.format(**j)}/train/{arm}.curve.csv"
+        for j in JOBS
+        for arm in config["arms"]
+    ]
+
+
+def train_inputs(wildcards):
+    inputs = {
+        "data": f"{JOB}/data.safetensors",
+        "baseline": f"{JOB}/baseline.safetensors",
+        "tracking": f"{RESULTS}/tracking.json",
+    }
+    if wildcards.arm == "mimicry":
+        inputs["network"] = f"{JOB}/network.safetensors"
+    return inputs

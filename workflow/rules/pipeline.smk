@@ -1,0 +1,166 @@
+rule init_tracking:
+    output:
+        f"{RESULTS}/tracking.json",
+    log:
+        f"logs/{STUDY}/init_tracking.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        config=lambda w: as_json(config),
+    shell:
+        "python -m motifpipe init-tracking --config {params.config:q} --out {output} > {log} 2>&1"
+
+
+rule generate:
+    output:
+        f"{JOB}/data.safetensors",
+    log:
+        f"logs/{STUDY}/generate/{{task}}_n{{n}}_seed{{seed}}.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        task=lambda w: as_json(config["tasks"][w.task]),
+        val=config["split"]["val"],
+        test=config["split"]["test"],
+    shell:
+        "python -m motifpipe generate --task {wildcards.task} --n {wildcards.n}"
+        " --seed {wildcards.seed} --params {params.task:q} --val {params.val}"
+        " --test {params.test} --out {output} > {log} 2>&1"
+
+
+rule fit_baseline:
+    input:
+        data=f"{JOB}/data.safetensors",
+        tracking=f"{RESULTS}/tracking.json",
+    output:
+        model=f"{JOB}/baseline.safetensors",
+        result=f"{JOB}/baseline.json",
+    log:
+        f"logs/{STUDY}/fit_baseline/{{task}}_n{{n}}_seed{{seed}}.log",
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        baseline=lambda w: as_json(config["baseline"]),
+    shell:
+        "python -m motifpipe fit-baseline --task {wildcards.task} --n {wildcards.n}"
+        " --seed {wildcards.seed} --data {input.data} --params {params.baseline:q}"
+        " --tracking {input.tracking} --out-model {output.model}"
+        " --out-json {output.result} > {log} 2>&1"
+
+
+rule transfer:
+    input:
+        baseline=f"{JOB}/baseline.safetensors",
+        data=f"{JOB}/data.safetensors",
+        tracking=f"{RESULTS}/tracking.json",
+    output:
+        net=f"{JOB}/network.safetensors",
+        result=f"{JOB}/transfer.json",
+    log:
+        f"logs/{STUDY}/transfer/{{task}}_n{{n}}_seed{{seed}}.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        transfer=lambda w: as_json(config["transfer"]),
+    shell:
+        "python -m motifpipe transfer --task {wildcards.task} --n {wildcards.n}"
+        " --seed {wildcards.seed} --baseline {input.baseline} --data {input.data}"
+        " --params {params.transfer:q} --tracking {input.tracking}"
+        " --out-net {output.net} --out-json {output.result} > {log} 2>&1"
+
+
+rule train:
+    input:
+        unpack(train_inputs),
+    output:
+        net=f"{JOB}/train/{{arm}}.safetensors",
+        curve=f"{JOB}/train/{{arm}}.curve.csv",
+        result=f"{JOB}/train/{{arm}}.json",
+    log:
+        f"logs/{STUDY}/train/{{task}}_n{{n}}_seed{{seed}}_{{arm}}.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        train=lambda w: as_json(config["train"]),
+        mlp=lambda w: as_json(config["mlp"]),
+        network=lambda w, input: (
+            f"--network {input.network}" if w.arm == "mimicry" else ""
+        ),
+    shell:
+        "python -m motifpipe train --arm {wildcards.arm} --task {wildcards.task}"
+        " --n {wildcards.n} --seed {wildcards.seed} --data {input.data}"
+        " --baseline {input.baseline} {params.network} --params {params.train:q}"
+        " --mlp {params.mlp:q} --tracking {input.tracking} --threads {threads}"
+        " --out-net {output.net} --out-curve {output.curve}"
+        " --out-json {output.result} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        job_results,
+    output:
+        f"{RESULTS}/summary.csv",
+    log:
+        f"logs/{STUDY}/evaluate.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "python -m motifpipe evaluate {input} --out {output} > {log} 2>&1"
+
+
+rule report:
+    input:
+        summary=f"{RESULTS}/summary.csv",
+        curves=curves,
+        tracking=f"{RESULTS}/tracking.json",
+    output:
+        html=f"{REPORTS}/report.html",
+        curves=report(
+            f"{REPORTS}/figures/learning_curves.png",
+            caption="../report/learning_curves.rst",
+            category="Figures",
+        ),
+        errors=report(
+            f"{REPORTS}/figures/final_errors.png",
+            caption="../report/final_errors.rst",
+            category="Figures",
+        ),
+    log:
+        f"logs/{STUDY}/report.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        config=lambda w: as_json(config),
+        fig_dir=lambda w, output: os.path.dirname(output.curves),
+    shell:
+        "python -m motifpipe report --summary {input.summary} --curves {input.curves}"
+        " --tracking {input.tracking} --config {params.config:q}"
+        " --out-html {output.html} --fig-dir {params.fig_dir} > {log} 2>&1"
