@@ -7,6 +7,7 @@
 #                                      slurmctld, slurmd; wait until the node is idle
 #   scripts/slurm_cluster.sh stop      stop the three daemons
 #   scripts/slurm_cluster.sh status    daemons + sinfo; exit 0 only if the node answers
+#   scripts/slurm_cluster.sh restart   stop, then start
 #
 # Must run as root (it writes /etc/slurm and /etc/munge and starts daemons).
 # No systemd needed: the daemons are started directly and detach from the caller
@@ -40,7 +41,10 @@ TIMEOUT=${SLURM_CLUSTER_TIMEOUT:-60}
 PACKAGES=(munge slurmctld slurmd slurm-client)
 
 log() { printf 'slurm_cluster: %s\n' "$*" >&2; }
-die() { printf 'slurm_cluster: error: %s\n' "$*" >&2; exit 1; }
+die() {
+    printf 'slurm_cluster: error: %s\n' "$*" >&2
+    exit 1
+}
 
 need_root() {
     [[ $(id -u) -eq 0 ]] || die "'$1' must run as root (it manages system daemons)"
@@ -53,7 +57,12 @@ pid_alive() {
     pid=$(<"$pidfile")
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     [[ -r /proc/$pid/comm ]] || return 1
-    [[ $(</proc/"$pid"/comm) == "$name" ]]
+    [[ $(</proc/"$pid"/comm) == "$name" ]] || return 1
+    # a killed daemon not yet reaped by PID 1 is a zombie: dead
+    local stat
+    stat=$(</proc/"$pid"/stat) 2>/dev/null || return 1
+    stat=${stat##*) }
+    [[ ${stat%% *} != Z ]]
 }
 
 node_name() { hostname -s; }
@@ -63,8 +72,8 @@ cmd_install() {
     need_root install
     local missing=() p
     for p in "${PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
-            || missing+=("$p")
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+            missing+=("$p")
     done
     if ((${#missing[@]} == 0)); then
         log "already installed: ${PACKAGES[*]}"
@@ -104,8 +113,10 @@ write_conf() {
     node=$(node_name)
     HW=$(slurmd -C 2>/dev/null | head -1) || true
     [[ $HW == NodeName=* ]] || die "'slurmd -C' did not describe this machine (got: ${HW:-nothing})"
-    cpus=$(hw_field CPUs); sockets=$(hw_field SocketsPerBoard)
-    cores=$(hw_field CoresPerSocket); threads=$(hw_field ThreadsPerCore)
+    cpus=$(hw_field CPUs)
+    sockets=$(hw_field SocketsPerBoard)
+    cores=$(hw_field CoresPerSocket)
+    threads=$(hw_field ThreadsPerCore)
     mem=$(hw_field RealMemory)
     [[ -n $cpus && -n $mem ]] || die "could not read CPUs/RealMemory from: $HW"
     local topology="SocketsPerBoard=$sockets CoresPerSocket=$cores ThreadsPerCore=$threads"
@@ -120,7 +131,9 @@ write_conf() {
     fi
     # Without a default, a job that gives no --mem gets the whole node's memory
     # and jobs then run one at a time.
-    defmem=$((mem / cpus / 2)); ((defmem > 2048)) && defmem=2048; ((defmem < 100)) && defmem=100
+    defmem=$((mem / cpus / 2))
+    ((defmem > 2048)) && defmem=2048
+    ((defmem < 100)) && defmem=100
 
     mkdir -p "$CONF_DIR"
     local tmp
@@ -206,11 +219,14 @@ start_munged() {
     ensure_munge_key
     rm -f "$MUNGE_PID"
     # munged refuses stale sockets from a killed instance only with --force
-    runuser -u munge -- setsid /usr/sbin/munged --force </dev/null >>"$LOG_DIR/startup.log" 2>&1 \
-        || die "munged failed to start; see /var/log/munge/munged.log"
+    runuser -u munge -- setsid /usr/sbin/munged --force </dev/null >>"$LOG_DIR/startup.log" 2>&1 ||
+        die "munged failed to start; see /var/log/munge/munged.log"
     local i
     for ((i = 0; i < 50; i++)); do
-        munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1 && { log "munged up"; return 0; }
+        munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1 && {
+            log "munged up"
+            return 0
+        }
         sleep 0.2
     done
     die "munged started but 'munge -n | unmunge' fails; see /var/log/munge/munged.log"
@@ -218,13 +234,18 @@ start_munged() {
 
 start_slurmctld() {
     if pid_alive "$CTLD_PID" slurmctld; then
-        if ((CONF_CHANGED)); then scontrol reconfigure >/dev/null 2>&1 || true; fi
-        return 0
+        # Node and partition lines are only re-read on restart. State (queued and
+        # running jobs) is saved in $STATE_DIR and survives it.
+        ((CONF_CHANGED)) || return 0
+        stop_pidfile "$CTLD_PID" slurmctld
     fi
     spawn /usr/sbin/slurmctld || die "slurmctld failed to start; see $LOG_DIR/slurmctld.log"
     local i
     for ((i = 0; i < 50; i++)); do
-        scontrol ping 2>/dev/null | grep -q 'is UP' && { log "slurmctld up"; return 0; }
+        scontrol ping 2>/dev/null | grep -q 'is UP' && {
+            log "slurmctld up"
+            return 0
+        }
         sleep 0.2
     done
     tail -n 20 "$LOG_DIR/slurmctld.log" >&2 || true
@@ -251,27 +272,39 @@ wait_idle() {
     while ((SECONDS < deadline)); do
         state=$(sinfo -h -N -n "$node" -o '%T' 2>/dev/null | head -1 || true)
         case $state in
-            idle | mixed | allocated | completing) log "node $node is $state"; return 0 ;;
+            idle | mixed | allocated | completing)
+                # slurmctld keeps a node 'idle' for SlurmdTimeout after slurmd
+                # died; ask the local slurmd itself too.
+                if scontrol show slurmd >/dev/null 2>&1; then
+                    log "node $node is $state"
+                    return 0
+                fi
+                ;;
             down* | drain* | fail*)
                 # ReturnToService=2 clears most of these once slurmd registers;
                 # a node left down by an earlier run needs a nudge.
-                scontrol update nodename="$node" state=resume >/dev/null 2>&1 || true ;;
+                scontrol update nodename="$node" state=resume >/dev/null 2>&1 || true
+                ;;
         esac
         sleep 1
     done
     reason=$(scontrol show node "$node" 2>/dev/null | grep -oE 'Reason=.*' || true)
     {
-        echo "--- sinfo"; sinfo -N -l 2>&1 || true
-        echo "--- $LOG_DIR/slurmd.log (tail)"; tail -n 15 "$LOG_DIR/slurmd.log" 2>/dev/null || true
-        echo "--- $LOG_DIR/slurmctld.log (tail)"; tail -n 15 "$LOG_DIR/slurmctld.log" 2>/dev/null || true
+        echo "--- sinfo"
+        sinfo -N -l 2>&1 || true
+        echo "--- $LOG_DIR/slurmd.log (tail)"
+        tail -n 15 "$LOG_DIR/slurmd.log" 2>/dev/null || true
+        echo "--- $LOG_DIR/slurmctld.log (tail)"
+        tail -n 15 "$LOG_DIR/slurmctld.log" 2>/dev/null || true
     } >&2
     die "node $node not idle after ${TIMEOUT}s (state: '${state:-no answer}' ${reason})"
 }
 
 cmd_start() {
     need_root start
-    command -v slurmctld >/dev/null && command -v munged >/dev/null \
-        || die "SLURM/munge not installed: run '$0 install' first"
+    if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+        die "SLURM/munge not installed: run '$0 install' first"
+    fi
     if [[ -f $CONF ]] && ! grep -qF "$MARKER" "$CONF" && [[ ${SLURM_CLUSTER_FORCE:-0} != 1 ]]; then
         die "$CONF exists and was not written by this script; set SLURM_CLUSTER_FORCE=1 to overwrite"
     fi
@@ -288,11 +321,18 @@ cmd_start() {
 # ------------------------------------------------------------------------ stop
 stop_pidfile() {
     local pidfile=$1 name=$2 pid i
-    pid_alive "$pidfile" "$name" || { rm -f "$pidfile"; return 0; }
+    pid_alive "$pidfile" "$name" || {
+        rm -f "$pidfile"
+        return 0
+    }
     pid=$(<"$pidfile")
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 100; i++)); do
-        [[ -d /proc/$pid ]] || { rm -f "$pidfile"; log "$name stopped"; return 0; }
+        [[ -d /proc/$pid ]] || {
+            rm -f "$pidfile"
+            log "$name stopped"
+            return 0
+        }
         sleep 0.1
     done
     log "$name (pid $pid) ignored SIGTERM for 10 s; sending SIGKILL"
@@ -314,14 +354,16 @@ cmd_status() {
         if pid_alive "${d#*:}" "${d%%:*}"; then
             printf '%-10s running (pid %s)\n' "${d%%:*}" "$(<"${d#*:}")"
         else
-            printf '%-10s not running\n' "${d%%:*}"; rc=3
+            printf '%-10s not running\n' "${d%%:*}"
+            rc=3
         fi
     done
     if command -v sinfo >/dev/null && sinfo -h >/dev/null 2>&1; then
         sinfo -N -l
         squeue 2>/dev/null || true
     else
-        echo "sinfo: controller not answering"; rc=3
+        echo "sinfo: controller not answering"
+        rc=3
     fi
     return $rc
 }
@@ -334,8 +376,14 @@ case ${1:-} in
     install) cmd_install ;;
     start) cmd_start ;;
     stop) cmd_stop ;;
-    restart) cmd_stop; cmd_start ;;
+    restart)
+        cmd_stop
+        cmd_start
+        ;;
     status) cmd_status ;;
     -h | --help | help) usage ;;
-    *) usage >&2; exit 2 ;;
+    *)
+        usage >&2
+        exit 2
+        ;;
 esac

@@ -233,11 +233,19 @@ def test_rff_ridgeless_is_minimum_norm_least_squares(data, F):
     assert np.isfinite(m.predict(Xv)).all()
 
 
-def test_rff_large_n_gram_path_agrees_with_svd_path(data):
-    X, y, Xv, yv = data
-    a = B.fit_baseline(X, y, Xv, yv, one_point("rff", 1e-3, features=30), seed=0)
-    b = B.fit_baseline(X, y, Xv, yv, one_point("rff", 1e-3, features=30, selection_max_n=60), 0)
+@pytest.mark.parametrize("selection", ["loo", "gcv", "val"])
+def test_rff_gram_path_agrees_with_svd_path(data, selection, monkeypatch):
+    X, y, Xv, yv = data  # F < n/2 and lam > 0 take the Gram route; force the SVD route too
+    cfg = {"kind": "rff", "features": 30, "gamma_factors": [1, 2], "lambda_grid": [1e-3, 1e-2],
+           "selection": selection}
+    a = B.fit_baseline(X, y, Xv, yv, cfg, seed=0)
+    monkeypatch.setattr(B, "_feature_select", lambda ctx, X, yc, Xv_, rv, m, mf, w, info:
+                        B._rff_svd_select(ctx, X, yc, Xv_, rv, mf, info))
+    b = B.fit_baseline(X, y, Xv, yv, cfg, seed=0)
+    assert (a.gamma, a.info["lam"]) == (b.gamma, b.info["lam"])
     np.testing.assert_allclose(a.predict(Xv), b.predict(Xv), rtol=0, atol=1e-9)
+    np.testing.assert_allclose([r["score"] for r in a.info["curve"]],
+                               [r["score"] for r in b.info["curve"]], rtol=1e-8)
 
 
 def test_svr_matches_sklearn(data):

@@ -68,3 +68,15 @@ def test_train_defaults_match_schema():
     schema = yaml.safe_load(SCHEMA.read_text())
     props = schema["properties"]["train"]["properties"]
     assert {k: v["default"] for k, v in props.items()} == DEFAULTS
+
+
+def test_arm_overrides_are_merged_and_checked():
+    from motifpipe.config import train_config
+
+    cfg = validate(minimal() | {"arm_train": {"scratch": {"lr": 0.01}}}, SCHEMA)
+    assert train_config(cfg, "scratch")["lr"] == 0.01
+    assert train_config(cfg, "mlp")["lr"] == cfg["train"]["lr"]
+    with pytest.raises(MotifpipeError, match=r"arm_train.scratch.lrr: unknown key"):
+        validate(minimal() | {"arm_train": {"scratch": {"lrr": 0.01}}}, SCHEMA)
+    with pytest.raises(MotifpipeError, match=r"arm_train.mlp.batch_size"):
+        validate(minimal() | {"arm_train": {"mlp": {"batch_size": 0}}}, SCHEMA)

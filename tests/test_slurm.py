@@ -74,7 +74,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _snakemake(workdir: Path, *args: str, timeout: int) -> tuple[subprocess.CompletedProcess, float]:
+def _snakemake(
+    workdir: Path, *args: str, timeout: int
+) -> tuple[subprocess.CompletedProcess, float]:
     cmd = [sys.executable, "-m", "snakemake", "--profile", str(PROFILE), *args]
     start = time.monotonic()
     proc = subprocess.run(
@@ -191,7 +193,9 @@ def test_smoke_study_runs_as_slurm_jobs(tmp_path):
     assert runs, "no MLflow runs logged"
 
     missing = [
-        (r.info.run_name, r.data.tags.get("rule")) for r in runs if not r.data.tags.get("slurm_job_id")
+        (r.info.run_name, r.data.tags.get("rule"))
+        for r in runs
+        if not r.data.tags.get("slurm_job_id")
     ]
     assert not missing, f"runs without a slurm_job_id tag (run name, rule): {missing}"
     foreign = {

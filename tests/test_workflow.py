@@ -111,3 +111,50 @@ def test_failed_job_leaves_no_output_and_a_failed_run(tmp_path):
                          filter_string="tags.rule = 'transfer'")
     assert [r.info.status for r in runs] == ["FAILED"]
     assert "exceeds transfer.max_rel_error" in runs[0].data.tags["motifpipe.failure"]
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mlflow_ui_serves_the_store(smoke_run):
+    """What `make ui` starts: the MLflow UI on 127.0.0.1 over the study's SQLite store."""
+    import json
+    import time
+    import urllib.request
+
+    port = _free_port()
+    ui = subprocess.Popen(["mlflow", "ui", "--host", "127.0.0.1", "--port", str(port),
+                           "--backend-store-uri", "sqlite:///mlflow.db"], cwd=smoke_run,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/experiments/search?max_results=50") as r:
+                    experiments = json.load(r)["experiments"]
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "mlflow ui did not answer in 120 s"
+                time.sleep(1)
+        exp = next(e for e in experiments if e["name"] == "motifpipe/smoke")
+        req = urllib.request.Request(
+            f"{base}/runs/search", method="POST", headers={"Content-Type": "application/json"},
+            data=json.dumps({"experiment_ids": [exp["experiment_id"]]}).encode())
+        with urllib.request.urlopen(req) as r:
+            runs = json.load(r)["runs"]
+        assert len(runs) >= 6  # parent + baseline + transfer + 3 arms
+        train = next(r for r in runs if {"key": "rule", "value": "train"} in r["data"]["tags"])
+        with urllib.request.urlopen(
+                f"{base}/artifacts/list?run_id={train['info']['run_id']}") as r:
+            paths = {f["path"] for f in json.load(r)["files"]}
+        assert {"curve", "model"} <= paths
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import shlex
 import sys
 from pathlib import Path
 
 from motifpipe.errors import MotifpipeError
+
+log = logging.getLogger("motifpipe")
 
 
 def _json(text: str) -> dict:
@@ -119,7 +123,12 @@ def dispatch(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    # The exact command, so that a job can be re-run by hand from its log.
+    log.info("python -m motifpipe %s", shlex.join(argv))
     try:
         dispatch(args)
     except MotifpipeError as exc:

@@ -56,6 +56,7 @@ def validate(config: dict, schema: dict | str | Path) -> dict:
     for _ in _Validator(schema).iter_errors(filled):
         pass
     _check_tasks(filled)
+    _check_arm_train(filled, schema)
     return filled
 
 
@@ -87,6 +88,23 @@ def _check_tasks(config: dict) -> None:
     config["tasks"] = {
         name: data.check_task(name, task) for name, task in config["tasks"].items()
     }
+
+
+def _check_arm_train(config: dict, schema: dict) -> None:
+    """Each arm's overrides, merged over ``train:``, must satisfy the ``train:`` schema."""
+    train_schema = schema["properties"]["train"]
+    for arm, override in config.get("arm_train", {}).items():
+        merged = {**config["train"], **override}
+        error = jsonschema.exceptions.best_match(_Validator(train_schema).iter_errors(merged))
+        if error is not None:
+            error.path.appendleft(arm)
+            error.path.appendleft("arm_train")
+            raise MotifpipeError(format_error(error))
+
+
+def train_config(config: dict, arm: str) -> dict:
+    """The ``train:`` settings of one arm: ``train`` with ``arm_train[arm]`` on top."""
+    return {**config["train"], **config.get("arm_train", {}).get(arm, {})}
 
 
 def sizes(task: dict) -> list[int]:

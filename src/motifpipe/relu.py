@@ -30,14 +30,15 @@ Construction (four Linear layers, three ReLU layers, then ``Flatten(0)``)
 
        |q~(x') - q(x')| <= eta_1 := sum_d h_d^2 / 8.                              (1)
 
-   Layer 1 (``D -> W1``) computes the hinges ``ReLU(x'_d - t_k)``. Layer 2
+   Layer 1 (``D -> W1``) computes the hinges ``ReLU(x'_d - t_k)``, ``k < n_d`` (the
+   hinge at the right end never activates inside the box). Layer 2
    (``W1 -> 1 + D``) computes ``ReLU(q~)`` and passes ``x'_d + R_d = ReLU(x'_d - t_0)``
    through (>= 0 inside the box, so the ReLU is the identity there). Clipping ``q~`` at 0
    cannot increase the error in (1) because ``q >= 0``. Then
    ``r~_j = ReLU(q~) - 2 c'_j . x' + ||c'_j||^2`` obeys ``|r~_j - r_j| <= eta_1``.
 
 3. The Gaussian profile ``g(u) = exp(-gamma u)``, ``u >= 0``, by a PL interpolant ``G``
-   with knots ``0 = u_0 < u_1 < ... < u_K = U``, constant beyond ``U`` and before 0:
+   with ``K`` knots ``0 = u_0 < u_1 < ... < u_{K-1} = U``, constant before 0 and beyond U:
 
        G(u) = 1 - eta_G + sum_k beta_k ReLU(u - u_k),   beta = jumps of the slopes.
 
@@ -54,8 +55,8 @@ Construction (four Linear layers, three ReLU layers, then ``Flatten(0)``)
 
    Every slope of ``G`` is a secant slope of ``g``, so ``G`` is ``gamma``-Lipschitz on the
    whole line (it is constant outside ``[0, U]``).
-   Layer 3 (``1 + D -> m (K + 1)``) computes ``ReLU(r~_j - u_k)`` for every centre ``j``
-   and knot ``k``; layer 4 (``m (K + 1) -> 1``) the head
+   Layer 3 (``1 + D -> m K``) computes ``ReLU(r~_j - u_k)`` for every centre ``j`` and
+   knot ``k``; layer 4 (``m K -> 1``) the head
    ``sum_j a_j sum_k beta_k ReLU(r~_j - u_k) + b + (1 - eta_G) sum_j a_j``.
 
 Error bound. For every ``x`` in the box, by the triangle inequality, the Lipschitz
@@ -70,13 +71,16 @@ float64 rounding (not itself bounded rigorously; measured rounding is ~1e-12 her
 The split ``gamma eta_1 = theta E``, ``eta_G = (1 - theta) E`` (``E = 0.99 tol / A``)
 is chosen on a grid of ``theta`` to minimise the parameter count.
 
-Size. ``h_d = sqrt(8 eta_1 / D)`` so ``W1 = sum_d 2 R_d / h_d``; the profile needs about
-``K ~ min(gamma U, 2) / (4 sqrt(eta_G))`` knots (uniform steps in ``v = gamma u`` of
-``4 sqrt(eta_G) exp(v / 2)``, taken per block of width 0.25 in ``v``); so the width of
-layer 3 grows like ``m sqrt(A / tol)`` and the parameter count like
-``(D + 3) m K + (D + 1) W1 + (D + 2) W1``. The depth is fixed (4 Linear layers): the
-tolerance sets the widths. Large dual coefficients (small ridge) raise ``A`` and
-therefore the size. ``max_params`` caps the count before anything is allocated.
+Size. ``h_d = sqrt(8 eta_1 / D)``, so layer 1 has ``W1 = sum_d ceil(2 R_d / h_d)`` units.
+The profile knots are uniform steps in ``v = gamma u`` of ``4 sqrt(eta_G) exp(v_i / 2)``
+per block ``[v_i, v_i + 0.25)`` (about 6 % more knots than the optimal spacing), so
+
+    K - 1 ~ 2 (1 - exp(-gamma U / 2)) / (4 sqrt(eta_G)) <= min(gamma U, 2) / (4 sqrt(eta_G)),
+
+and the parameter count is ``(D + 3) m K + 2 (D + 1) W1 + D + 2``: layer 3 is
+``m K`` wide and grows like ``m sqrt(A / tol)``. The depth is fixed (4 Linear layers);
+the tolerance sets the widths. Large dual coefficients (small ridge) raise ``A`` and
+so the size. ``max_params`` is checked before anything is allocated.
 
 Outside the box there is no guarantee. Weights are float64; cast to float32 and the
 rounding (about 1e-7 * A * gamma U) may exceed small tolerances.
@@ -94,14 +98,16 @@ from torch import nn
 from motifpipe.errors import MotifpipeError
 
 SUPPORTED_KERNELS = ("gaussian",)
+_FIELDS = ("kernel", "gamma", "centers", "coef", "intercept")
 #: Fraction of ``tol`` kept back for floating-point rounding.
 ROUNDING_RESERVE = 0.01
 #: Width (in ``v = gamma u``) of the blocks of uniformly spaced profile knots.
 _BLOCK = 0.25
 #: Relative enlargement of the centres' bounding box per side (default domain).
 _PAD = 0.05
-#: Activations held at once when evaluating a wide network in chunks (float64 entries).
-_CHUNK_ENTRIES = 1 << 23
+#: Activations per chunk when evaluating a wide network (float64 entries): 16 MB, small
+#: enough for the allocator to reuse the buffer instead of mapping fresh pages each time.
+_CHUNK_ENTRIES = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -127,10 +133,11 @@ class ReluPlan:
 
 def _check_model(model) -> tuple[float, np.ndarray, np.ndarray, float]:
     """(gamma, centers (m, D), coef (m,), intercept) of a fitted Gaussian KernelModel."""
-    kernel = getattr(model, "kernel", None)
-    if not isinstance(kernel, str):
+    missing = [k for k in _FIELDS if getattr(model, k, None) is None]
+    if missing:
         raise MotifpipeError(f"relu transfer: {type(model).__name__} is not a fitted kernel "
-                             "model (needs kernel, gamma, centers, coef, intercept)")
+                             f"model (missing {', '.join(missing)})")
+    kernel = model.kernel
     if kernel not in SUPPORTED_KERNELS:
         raise MotifpipeError(f"relu transfer: kernel {kernel!r} is not supported; "
                              f"supported kernels: {', '.join(SUPPORTED_KERNELS)}")
@@ -140,7 +147,7 @@ def _check_model(model) -> tuple[float, np.ndarray, np.ndarray, float]:
         a = np.asarray(model.coef, dtype=np.float64).reshape(-1)
         b = float(model.intercept)
     except (AttributeError, TypeError, ValueError) as exc:
-        raise MotifpipeError(f"relu transfer: model is not fitted or invalid ({exc})") from None
+        raise MotifpipeError(f"relu transfer: invalid kernel model ({exc})") from None
     if not (math.isfinite(gamma) and gamma > 0):
         raise MotifpipeError(f"relu transfer: gamma must be finite and > 0, got {gamma}")
     if C.ndim != 2 or C.shape[0] == 0 or C.shape[1] == 0 or a.shape != (C.shape[0],):
@@ -250,8 +257,9 @@ def plan_relu(model, tol: float, domain=None, max_params: int = 5_000_000) -> Re
     h = 2.0 * half / np.maximum(n_sq, 1)
     eta_sq = float((h**2).sum() / 8.0)  # the achieved error, <= the target
     w1 = int(np.maximum(n_sq, 1).sum())
+    eta_exp = float(eta_exp)
     return ReluPlan(lo, hi, n_sq, u_knots, eta_sq, eta_exp, A, A * (gamma * eta_sq + eta_exp),
-                    (w1, 1 + C.shape[1], m * len(u_knots)), n_params)
+                    (w1, 1 + C.shape[1], m * len(u_knots)), int(n_params))
 
 
 # ---------------------------------------------------------------------------
@@ -341,6 +349,16 @@ def relu_network(model, tol: float, domain: tuple[np.ndarray, np.ndarray] | None
 # ---------------------------------------------------------------------------
 
 
+def relu_skeleton(dim: int, widths: list[int]) -> nn.Sequential:
+    """An uninitialised float64 net of the same layout, e.g. to load saved weights into:
+    Linear/ReLU through ``widths`` (hidden), then ``Linear(widths[-1], 1)`` and ``Flatten(0)``."""
+    layers: list[nn.Module] = []
+    for i, w in enumerate(widths):
+        layers += [nn.Linear(widths[i - 1] if i else dim, w, dtype=torch.float64), nn.ReLU()]
+    layers += [nn.Linear(widths[-1] if widths else dim, 1, dtype=torch.float64), nn.Flatten(0)]
+    return nn.Sequential(*layers)
+
+
 def relu_architecture(net: nn.Sequential) -> dict:
     """Depth (number of Linear layers), hidden widths, input dim and parameter count."""
     linears = [mod for mod in net if isinstance(mod, nn.Linear)]
@@ -364,11 +382,14 @@ def predict(net: nn.Module, X: np.ndarray) -> np.ndarray:
 def relu_report(net: nn.Sequential, model, X: np.ndarray) -> dict:
     """Fidelity (max_abs, rms, max_rel of |net - f_K| on X (n, D)) and architecture."""
     X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or len(X) == 0:
+        raise MotifpipeError(f"relu report: need held-out points X of shape (n, D), n >= 1; "
+                             f"got {X.shape}")
     ref = np.asarray(model.predict(X), dtype=np.float64)
     err = np.abs(predict(net, X) - ref)
     fid = {"max_abs": float(err.max()), "rms": float(np.sqrt(np.mean(err**2))),
            "max_rel": float(err.max()) / (1.0 + float(np.abs(ref).max()))}
     plan = getattr(net, "relu_plan", None)
     if plan is not None:
-        fid["bound"] = plan.bound
+        fid["bound"] = float(plan.bound)
     return {"fidelity": fid, "architecture": relu_architecture(net)}

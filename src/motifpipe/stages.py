@@ -8,6 +8,7 @@ FAILED run. The CLI (``python -m motifpipe <stage>``) maps arguments onto these.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import numpy as np
 
 from motifpipe.errors import MotifpipeError
 from motifpipe.io import atomic_path, read_json, write_json
+
+log = logging.getLogger("motifpipe")
 
 
 def _job_tags(rule: str, study: str, **wildcards) -> dict:
@@ -49,6 +52,7 @@ def run_generate(name: str, task: dict, n: int, seed: int, val: float, test: flo
     task = data.check_task(name, task)
     ds = data.generate(task, n=n, seed=seed, val=val, test=test)
     data.save_dataset(ds, out)
+    log.info("generate: %s n=%d seed=%d D=%d -> %s", name, n, seed, ds.X.shape[1], out)
 
 
 def _kernel_metrics(model, ds) -> dict:
@@ -89,6 +93,9 @@ def run_fit_baseline(data_path: Path, cfg: dict, tracking_path: Path, wc: dict,
                   "n_params": int(np.size(model.coef)) + 1, "mlflow_run_id": run.run_id,
                   "gamma": model.gamma, "lam": info.get("lam")}
         write_json(out_json, result)
+        log.info("fit_baseline: %s gamma=%.4g lam=%.3g in %.2f s; val MSE %.4g, test MSE %.4g;"
+                 " MLflow run %s", info.get("solver"), model.gamma, info.get("lam", np.nan),
+                 info["fit_time_s"], metrics["val_mse"], metrics["test_mse"], run.run_id)
 
 
 def run_transfer(model_path: Path, data_path: Path, cfg: dict, tracking_path: Path,
@@ -123,6 +130,9 @@ def run_transfer(model_path: Path, data_path: Path, cfg: dict, tracking_path: Pa
         transfer.save_network(net.double(), out_net, {"transfer_s": transfer_s})
         write_json(out_json, {**wc, **fid, "transfer_s": transfer_s, "architecture": arch,
                               "mlflow_run_id": run.run_id})
+        log.info("transfer: %d units, fidelity max rel %.2e (float64) %.2e (float32);"
+                 " MLflow run %s", arch["units"], fid["fidelity_max_rel"], fid32["max_rel"],
+                 run.run_id)
 
 
 def _initial_net(arm: str, ds, baseline_path: Path, net_path: Path | None,
@@ -180,6 +190,10 @@ def run_train(arm: str, data_path: Path, baseline_path: Path, net_path: Path | N
         write_json(out_json, {**wc, "study": tracking["study"], "arm": arm,
                               **{k: res[k] for k in keys}, "n_params": arch["n_params"],
                               "curve": str(out_curve), "mlflow_run_id": run.run_id})
+        log.info("train %s: %d epochs (best %d) in %.1f s on %s/%s; val MSE %.4g, test MSE"
+                 " %.4g; MLflow run %s", arm, res["epochs"], res["best_epoch"],
+                 res["wall_time_s"], res["device"], res["precision"], res["val_mse"],
+                 res["test_mse"], run.run_id)
 
 
 def run_evaluate(result_paths: list[Path], out: Path) -> None:

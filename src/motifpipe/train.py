@@ -83,8 +83,8 @@ class Regressor(pl.LightningModule):
         self.net, self.cfg = net, cfg
         self.transferred, self.penalty = transferred, penalty
         self.steps_per_epoch = steps_per_epoch
-        self.loss_sum = torch.zeros(())
-        self.loss_count = 0
+        # A plain dict: nn.Module.__setattr__ on every step costs measurable time.
+        self.epoch_loss = {"sum": 0.0, "count": 0}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -94,8 +94,8 @@ class Regressor(pl.LightningModule):
         loss = F.mse_loss(self.net(x).float(), y.float())
         if self.penalty and isinstance(self.net, RBFNet):
             loss = loss + self.penalty * self.net.rkhs_norm2().float()
-        self.loss_sum = self.loss_sum.to(loss.device) + loss.detach()
-        self.loss_count += 1
+        self.epoch_loss["sum"] = self.epoch_loss["sum"] + loss.detach()
+        self.epoch_loss["count"] += 1
         return loss
 
     def configure_optimizers(self):
@@ -115,8 +115,9 @@ class Regressor(pl.LightningModule):
                 {"params": head, "lr": lr}]
 
     def pop_train_loss(self) -> float:
-        value = float(self.loss_sum) / max(1, self.loss_count)
-        self.loss_sum, self.loss_count = torch.zeros(()), 0
+        """Mean training loss of the epoch; one device sync per epoch, not per step."""
+        value = float(self.epoch_loss["sum"]) / max(1, self.epoch_loss["count"])
+        self.epoch_loss.update(sum=0.0, count=0)
         return value
 
 

@@ -3,7 +3,7 @@ import os
 import sys
 from pathlib import Path
 
-from motifpipe.config import experiment_name, jobs, validate
+from motifpipe.config import experiment_name, jobs, train_config, validate
 from motifpipe.errors import MotifpipeError
 
 try:

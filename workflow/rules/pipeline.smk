@@ -101,7 +101,7 @@ rule train:
         mem_mb=4000,
         runtime=120,
     params:
-        train=lambda w: as_json(config["train"]),
+        train=lambda w: as_json(train_config(config, w.arm)),
         mlp=lambda w: as_json(config["mlp"]),
         network=lambda w, input: (
             f"--network {input.network}" if w.arm == "mimicry" else ""
