@@ -81,8 +81,9 @@ def main() -> None:
     p, lt = statistics.median(plain), statistics.median(light)
     print(f"net={args.net} n={args.n} batch={args.batch} epochs={args.epochs} "
           f"repeat={args.repeat} threads={args.threads}")
-    print(f"plain torch loop : {p * 1000:8.1f} ms/epoch (median; runs {', '.join(f'{v * 1000:.0f}' for v in plain)})")
-    print(f"Lightning        : {lt * 1000:8.1f} ms/epoch (median; runs {', '.join(f'{v * 1000:.0f}' for v in light)})")
+    for label, med, runs in (("plain torch loop", p, plain), ("Lightning", lt, light)):
+        each = ", ".join(f"{v * 1000:.0f}" for v in runs)
+        print(f"{label:17s}: {med * 1000:8.1f} ms/epoch (median; runs {each})")
     print(f"ratio Lightning/plain = {lt / p:.2f}  (target <= 1.3)")
 
 

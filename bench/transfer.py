@@ -11,6 +11,7 @@
 
     .venv/bin/python bench/transfer.py
     .venv/bin/python bench/transfer.py --generator nonsmooth --max-params 20000000
+    .venv/bin/python bench/transfer.py --threads 2 --rbf-models 0
 """
 
 from __future__ import annotations
@@ -128,25 +129,32 @@ def main(argv=None) -> None:
     ap.add_argument("--max-params", type=int, default=5_000_000)
     ap.add_argument("--rbf-models", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (1: a shared machine slows 2 threads down 4x)")
     args = ap.parse_args(argv)
+    _import("torch").set_num_threads(args.threads)
 
     model = krr_model(args.generator, args.n_train, args.seed)
     A = float(np.abs(model.coef).sum())
     print(f"## relu transfer: 2-D `{args.generator}` KRR, m = {len(model.coef)} centres, "
           f"gamma = {model.gamma:.3g}, lambda = {model.info['lam']:g}, "
-          f"sum|a_j| = {A:.4g}, |b| = {abs(model.intercept):.3g}\n")
+          f"sum |a_j| = {A:.4g}, |b| = {abs(model.intercept):.3g}; "
+          f"{args.threads} torch thread(s)\n")
     rows = relu_rows(model, TOLS, args.points, args.max_params, args.seed)
     print(markdown(rows, [("tol", "tol"), ("depth", "depth (Linear)"), ("widths", "widths"),
                           ("n_params", "parameters"), ("bound", "bound"),
                           ("max_abs", "max err"), ("rms", "RMS err"),
                           ("max_abs_f32", "max err as float32"),
                           ("build_s", "build s"), ("eval_s", f"eval s ({args.points} pts)")]))
+    if args.rbf_models <= 0:
+        return
     print("\n## rbf transfer (exact): random lightly regularised ridge fits\n")
     print(markdown(rbf_rows(args.rbf_models, args.seed),
                    [("D", "D"), ("n", "m"), ("gamma", "gamma"), ("alpha", "alpha"),
-                    ("max_abs_coef", "max|a_j|"), ("eps_sum", "eps64 sum|a_j|"),
+                    ("max_abs_coef", r"max\|a_j\|"), ("eps_sum", r"eps64 sum\|a_j\|"),
                     ("max_abs_f64", "max err f64"),
-                    ("max_abs_f32", "max err f32"), ("max_rel_f32", "max err f32 / (1+max|f|)")]))
+                    ("max_abs_f32", "max err f32"),
+                    ("max_rel_f32", r"max err f32 / (1+max\|f\|)")]))
     print("\ntargets: f64 <= 1e-10, f32 <= 1e-5 (1 + max|f_K|)")
 
 

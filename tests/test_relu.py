@@ -35,7 +35,7 @@ def _random_model(rng, D: int, m: int = 8) -> KernelModel:
 
 
 def _held_out(net, rng) -> np.ndarray:
-    """N_HELD_OUT uniform points in the network's box, plus its corners' extremes."""
+    """N_HELD_OUT uniform points in the network's box, plus the box's two corners."""
     lo, hi = net.relu_plan.lo, net.relu_plan.hi
     return np.vstack([rng.uniform(lo, hi, (N_HELD_OUT, len(lo))), lo, hi])
 
@@ -62,6 +62,17 @@ def test_max_error_within_tol_on_random_models(D, tol):
     assert np.abs(out - sk).max() <= tol
     assert net.relu_plan.bound <= tol  # the guarantee itself respects tol
     assert relu_report(net, model, X)["fidelity"]["max_abs"] == pytest.approx(err.max())
+
+
+@pytest.mark.parametrize("D", [1, 2])
+def test_bound_is_tight_for_one_centre(D):
+    """With one centre nothing cancels: the measured error reaches the bound (not wasteful)."""
+    rng = np.random.default_rng(20 + D)
+    model = KernelModel("gaussian", 2.0, np.zeros((1, D)), np.ones(1), 0.0)
+    net = relu_network(model, 1e-2)
+    X = _held_out(net, rng)
+    err = np.abs(predict(net, X) - model.predict(X)).max()
+    assert 0.9 * net.relu_plan.bound <= err <= net.relu_plan.bound * (1 + 1e-9)
 
 
 @pytest.mark.parametrize("tol", [1e-2, 1e-3])

@@ -62,6 +62,9 @@ def test_smoke_mlflow_runs(smoke_run):
         assert len(c.get_metric_history(r.info.run_id, "val_mse")) >= 2
         artifacts = {a.path for a in c.list_artifacts(r.info.run_id)}
         assert {"curve", "model"} <= artifacts
+        arm = r.data.tags["arm"]
+        assert [a.path for a in c.list_artifacts(r.info.run_id, "curve")] == [
+            f"curve/{arm}.curve.csv"]
 
 
 @pytest.mark.slow

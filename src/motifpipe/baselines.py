@@ -414,11 +414,13 @@ def _shifts(ctx: _Ctx, lams: np.ndarray, n: int, floor: bool) -> np.ndarray:
     return t
 
 
-def _cholesky_jittered(ctx: _Ctx, A, base: float):
-    """Cholesky of A + j*I, j = base (silent) then growing x100 (warned); A: (m, m)."""
+def _cholesky_jittered(ctx: _Ctx, make: Callable, base: float):
+    """Lower Cholesky factor of A + j*I, A = make() (m, m): j = base (silent), then growing
+    x100 (warned). A is rebuilt per attempt rather than copied: for exact KRR it is n x n
+    and a failed factorisation overwrites it."""
     bk, j = ctx.bk, base
     for _ in range(8):
-        L = bk.cholesky(bk.add_diag(A.clone() if hasattr(A, "clone") else A.copy(), j))
+        L = bk.cholesky(bk.add_diag(make(), j))
         if L is not None:
             return L
         j = max(j * 100.0, ctx.cfg["jitter"])
@@ -492,25 +494,14 @@ def _loo_scores(sp: _Spectrum, shifts: np.ndarray, inv: np.ndarray) -> np.ndarra
     return e2.mean(0)
 
 
-def _spectrum_dual(ctx: _Ctx, K, yc: np.ndarray, K_val=None, cut: float | None = None,
-                   coef_map=None) -> _Spectrum:
-    """Spectrum of an n x n kernel matrix K (exact KRR; RFF when F >= n). K_val: (n_val, n).
-
-    cut=None keeps every eigenvalue (t is floored by jitter instead); a float drops
-    eigenvalues <= cut * max (pseudo-inverse semantics, used when lam = 0 is allowed).
-    """
+def _spectrum_dual(ctx: _Ctx, K, yc: np.ndarray, K_val=None) -> _Spectrum:
+    """Spectrum of the exact n x n kernel matrix K (shifts are floored by jitter, so every
+    eigenvalue is kept and U = Q spans R^n). K_val: (n_val, n) for validation scoring."""
     bk = ctx.bk
     s, Q = bk.eigh(K)
     s, Q = np.maximum(bk.numpy(s), 0.0), bk.numpy(Q)  # K is PSD: negatives are rounding
-    keep = s > (cut * s.max() if cut is not None else -1.0)
-    s, Q = s[keep], Q[:, keep]
     u = Q.T @ yc
-    sp = _Spectrum(S=s, u=u, yperp2=max(float(yc @ yc - u @ u), 0.0), n=yc.shape[0],
-                   coef_map=Q if coef_map is None else bk.numpy(coef_map) @ Q,
-                   full=bool(keep.all()), U_R=Q, y_R=yc)
-    if not sp.full:
-        sp.yperp_R = yc - Q @ u
-        sp.levperp_R = np.clip(1.0 - (Q**2).sum(1), 0.0, 1.0)
+    sp = _Spectrum(S=s, u=u, yperp2=0.0, n=yc.shape[0], coef_map=Q, full=True, U_R=Q, y_R=yc)
     if K_val is not None:
         sp.A_val = bk.numpy(K_val) @ Q
     return sp
@@ -675,7 +666,7 @@ def _dual_solve(ctx: _Ctx, X: np.ndarray, yc: np.ndarray, gamma: float, shift: f
     """a = (K + shift*I)^-1 yc by Cholesky (jitter on failure); a: (n,) numpy."""
     bk = ctx.bk
     Xt = bk.asarray(X)
-    L = _cholesky_jittered(ctx, bk.add_diag(bk.kernel(Xt, Xt, gamma), shift), 0.0)
+    L = _cholesky_jittered(ctx, lambda: bk.add_diag(bk.kernel(Xt, Xt, gamma), shift), 0.0)
     w = bk.solve_lower(L, bk.asarray(yc)[:, None])
     return bk.numpy(bk.solve_lower(L, w, transpose=True))[:, 0]
 
@@ -694,7 +685,7 @@ def _nystrom_select(X, yc, X_val, r_val, ctx: _Ctx, m: int, info: dict) -> _Choi
 
     best = _feature_select(
         ctx, X, yc, X_val, r_val, m, make_feats,
-        whiten=lambda g: _cholesky_jittered(ctx, bk.kernel(Z, Z, g), jit), info=info)
+        whiten=lambda g: _cholesky_jittered(ctx, lambda: bk.kernel(Z, Z, g), jit), info=info)
     info["center_index"] = centres
     return best
 
@@ -720,7 +711,8 @@ def _fit_rff(X, y, X_val, y_val, ctx: _Ctx) -> FeatureModel:
     """Random-Fourier-feature ridge with F features; lam = 0 is the minimum-norm solution.
 
     One N(0, I) draw serves every gamma (W = sqrt(2 gamma) * Z): common random numbers
-    make the gamma comparison paired. F >= n uses the dual (n x n) form via an SVD.
+    make the gamma comparison paired. With F >= n/2 or a zero lambda the spectrum comes
+    from a thin SVD of the (n, F) features, otherwise from their F x F Gram matrix.
     """
     bk, c, n = ctx.bk, ctx.cfg, X.shape[0]
     F = int(c["features"])

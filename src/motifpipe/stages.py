@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -84,9 +85,10 @@ def run_fit_baseline(data_path: Path, cfg: dict, tracking_path: Path, wc: dict,
         run.log_metrics([{"epoch": 0, **metrics, "fit_time_s": info["fit_time_s"],
                           "gamma": model.gamma, "lam": info.get("lam", np.nan)}])
         run.set_tags({"solver": info.get("solver", cfg.get("kind", ""))})
-        with atomic_path(out_model.with_suffix(".selection.json")) as tmp:
-            tmp.write_text(json.dumps(info.get("curve", []), indent=1, default=str))
-            run.log_artifact(tmp, "selection")
+        with tempfile.TemporaryDirectory() as tmp:
+            selection = Path(tmp) / "selection.json"
+            selection.write_text(json.dumps(info.get("curve", []), indent=1, default=str))
+            run.log_artifact(selection)
         baselines.save_model(model, out_model)
         result = {**wc, "study": tracking["study"], "arm": "kernel", **metrics,
                   "wall_time_s": info["fit_time_s"], "epochs": 0, "best_epoch": 0,
@@ -180,12 +182,13 @@ def run_train(arm: str, data_path: Path, baseline_path: Path, net_path: Path | N
         arch = transfer.architecture(res["net"])
         run.set_tags({"precision": res["precision"], "device": res["device"],
                       "arch.n_params": arch["n_params"]})
+        curve = pd.DataFrame(res["curve"]).assign(arm=arm, **wc)
         with atomic_path(out_curve) as tmp_curve:
-            curve = pd.DataFrame(res["curve"]).assign(arm=arm, **wc)
             curve.to_csv(tmp_curve, index=False)
-            run.log_artifact(tmp_curve, "curve")
-            transfer.save_network(res["net"], out_net, {"arm": arm})
-            run.log_artifact(out_net, "model")
+        transfer.save_network(res["net"], out_net, {"arm": arm})
+        # Logged under their final names; if logging fails, Snakemake removes the outputs.
+        run.log_artifact(out_curve, "curve")
+        run.log_artifact(out_net, "model")
         keys = ("val_mse", "test_mse", "excess_risk", "wall_time_s", "epochs", "best_epoch")
         write_json(out_json, {**wc, "study": tracking["study"], "arm": arm,
                               **{k: res[k] for k in keys}, "n_params": arch["n_params"],

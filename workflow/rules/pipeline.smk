@@ -7,8 +7,8 @@ rule init_tracking:
         ENV
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=lambda wc, attempt: 10 * attempt,
     params:
         config=lambda w: as_json(config),
     shell:
@@ -24,8 +24,8 @@ rule generate:
         ENV
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=20,
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 20 * attempt,
     params:
         task=lambda w: as_json(config["tasks"][w.task]),
         val=config["split"]["val"],
@@ -49,8 +49,8 @@ rule fit_baseline:
         ENV
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
     params:
         baseline=lambda w: as_json(config["baseline"]),
     shell:
@@ -70,12 +70,13 @@ rule transfer:
         result=f"{JOB}/transfer.json",
     log:
         f"logs/{STUDY}/transfer/{{task}}_n{{n}}_seed{{seed}}.log",
+    priority: 10
     conda:
         ENV
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 20 * attempt,
     params:
         transfer=lambda w: as_json(config["transfer"]),
     shell:
@@ -98,8 +99,8 @@ rule train:
         ENV
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
     params:
         train=lambda w: as_json(train_config(config, w.arm)),
         mlp=lambda w: as_json(config["mlp"]),
@@ -126,8 +127,8 @@ rule evaluate:
         ENV
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 10 * attempt,
     shell:
         "python -m motifpipe evaluate {input} --out {output} > {log} 2>&1"
 
@@ -155,8 +156,8 @@ rule report:
         ENV
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 10 * attempt,
     params:
         config=lambda w: as_json(config),
         fig_dir=lambda w, output: os.path.dirname(output.curves),
