@@ -88,3 +88,54 @@ def test_unsupported_kernel_is_named():
     model = KernelModel("laplace", 1.0, np.zeros((2, 2)), np.zeros(2), 0.0)
     with pytest.raises(MotifpipeError, match="'laplace'.*supported kernels: gaussian"):
         transfer.to_network(model)
+
+
+def test_fitted_sklearn_models_transfer_exactly():
+    from sklearn.svm import SVR
+
+    rng = np.random.default_rng(3)
+    X = rng.random((120, 2))
+    y = np.sin(5 * X[:, 0]) + 0.1 * rng.normal(size=120)
+    Xt = rng.random((300, 2))
+    for est in (KernelRidge(kernel="rbf", gamma=4.0, alpha=1e-2).fit(X, y),
+                SVR(kernel="rbf", gamma=4.0, C=10.0, epsilon=0.05).fit(X, y)):
+        net = transfer.to_network(est)
+        with torch.no_grad():
+            out = net(torch.as_tensor(Xt)).numpy()
+        np.testing.assert_allclose(out, est.predict(Xt), atol=1e-9, err_msg=type(est).__name__)
+
+
+def test_unfitted_or_non_gaussian_sklearn_models_are_refused():
+    from sklearn.svm import SVR
+
+    with pytest.raises(MotifpipeError, match="KernelRidge is not fitted"):
+        transfer.to_network(KernelRidge(kernel="rbf"))
+    with pytest.raises(MotifpipeError, match=r"SVR\(kernel='linear'\).*supported: kernel='rbf'"):
+        transfer.to_network(SVR(kernel="linear").fit(np.zeros((3, 1)), [0, 1, 0]))
+
+
+def test_relu_kind_through_to_network_and_save_load(tmp_path):
+    rng = np.random.default_rng(4)
+    X = rng.random((30, 2))
+    kr = KernelRidge(kernel="rbf", gamma=3.0, alpha=1e-1).fit(X, np.cos(4 * X[:, 1]))
+    box = (np.zeros(2), np.ones(2))  # the guarantee holds on this box
+    net = transfer.to_network(kr, kind="relu", tol=0.05, domain=box)
+    assert {type(m).__name__ for m in net} <= {"Linear", "ReLU", "Flatten"}
+    Xt = rng.random((2000, 2))
+    assert transfer.fidelity(net, kr, Xt)["max_abs"] <= 0.05
+    transfer.save_network(net, tmp_path / "relu.st")
+    back, meta = transfer.load_network(tmp_path / "relu.st")
+    assert meta["architecture"]["kind"] == "relu"
+    with torch.no_grad():
+        torch.testing.assert_close(back(torch.as_tensor(Xt)), net(torch.as_tensor(Xt)))
+    with pytest.raises(MotifpipeError, match="needs a tolerance"):
+        transfer.to_network(kr, kind="relu")
+
+
+def test_reinitialise_keeps_the_architecture():
+    net = transfer.MLP(3, 2, 8)
+    before = transfer.architecture(net)
+    w0 = net[0].weight.detach().clone()
+    fresh = transfer.reinitialise(net, np.zeros((5, 3)), seed=1)
+    assert transfer.architecture(fresh) == before
+    assert not torch.equal(fresh[0].weight, w0)

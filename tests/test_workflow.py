@@ -161,3 +161,18 @@ def test_mlflow_ui_serves_the_store(smoke_run):
     finally:
         ui.terminate()
         ui.wait(timeout=30)
+
+
+def test_train_jobs_ask_for_a_gpu_only_when_configured(tmp_path):
+    copy_workflow(tmp_path)
+    cfg = yaml.safe_load((tmp_path / "config/smoke.yaml").read_text())
+    cfg["arm_train"]["mlp"] = {"accelerator": "gpu"}
+    (tmp_path / "gpu.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, "--configfile", "gpu.yaml", "-n", "--printshellcmds")
+    assert out.returncode == 0, out.stderr[-2000:]
+    jobs = out.stdout.split("\n\n")
+    train = [j for j in jobs if "rule train:" in j]
+    assert len(train) == 3
+    for job in train:
+        wants_gpu = "arm=mlp" in job
+        assert ("gpu=1" in job) == wants_gpu, job

@@ -110,8 +110,8 @@ def dispatch(args: argparse.Namespace) -> None:
         stages.run_transfer(args.baseline, args.data, args.params, args.tracking, wc,
                             args.out_net, args.out_json)
     elif args.stage == "train":
-        if args.arm == "mimicry" and args.network is None:
-            raise MotifpipeError("train --arm mimicry needs --network (the transferred net)")
+        if args.arm in ("mimicry", "scratch") and args.network is None:
+            raise MotifpipeError(f"train --arm {args.arm} needs --network (the transferred net)")
         stages.run_train(args.arm, args.data, args.baseline, args.network, args.params,
                          args.mlp, args.tracking, wc, args.threads, args.out_net,
                          args.out_curve, args.out_json)
@@ -125,8 +125,9 @@ def dispatch(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    # Progress to stdout (the job log); stderr stays for the one-line error.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+                        datefmt="%H:%M:%S", stream=sys.stdout)
     # The exact command, so that a job can be re-run by hand from its log.
     log.info("python -m motifpipe %s", shlex.join(argv))
     try:

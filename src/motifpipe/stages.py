@@ -7,6 +7,7 @@ FAILED run. The CLI (``python -m motifpipe <stage>``) maps arguments onto these.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import tempfile
@@ -112,29 +113,42 @@ def run_transfer(model_path: Path, data_path: Path, cfg: dict, tracking_path: Pa
     with _run(tracking, f"transfer {wc['task']} n={wc['n']} seed={wc['seed']}", tags) as run:
         run.log_params({"transfer": cfg})
         model = baselines.load_model(model_path)
+        ds = data.load_dataset(data_path)
+        domain = (ds.X.min(axis=0), ds.X.max(axis=0))  # every split, for the relu bound
         t0 = time.perf_counter()
-        net = transfer.to_network(model, kind=cfg["kind"])
+        net = transfer.to_network(model, kind=cfg["kind"], tol=cfg.get("tol"), domain=domain)
         transfer_s = time.perf_counter() - t0
-        Xv, _, _ = data.load_dataset(data_path).part("val")
+        Xv, _, _ = ds.part("val")
         fid = {f"fidelity_{k}": v for k, v in transfer.fidelity(net, model, Xv).items()}
-        fid32 = transfer.fidelity(net.to(torch.float32), model, Xv)
+        fid32 = transfer.fidelity(copy.deepcopy(net).to(torch.float32), model, Xv)
         fid.update({f"fidelity32_{k}": v for k, v in fid32.items()})
         arch = transfer.architecture(net)
         run.log_metrics([{"epoch": 0, **fid, "transfer_s": transfer_s,
                           "n_params": arch["n_params"]}])
         run.set_tags({f"arch.{k}": v for k, v in arch.items()})
-        worst = max(fid["fidelity_max_rel"], fid32["max_rel"])
-        if worst > cfg["max_rel_error"]:
-            raise MotifpipeError(
-                f"transfer fidelity {worst:.2e} (max |net - baseline| / (1 + max|baseline|)) "
-                f"exceeds transfer.max_rel_error={cfg['max_rel_error']:g}"
-            )
+        _check_fidelity(cfg, fid, fid32)
         transfer.save_network(net.double(), out_net, {"transfer_s": transfer_s})
         write_json(out_json, {**wc, **fid, "transfer_s": transfer_s, "architecture": arch,
                               "mlflow_run_id": run.run_id})
-        log.info("transfer: %d units, fidelity max rel %.2e (float64) %.2e (float32);"
-                 " MLflow run %s", arch["units"], fid["fidelity_max_rel"], fid32["max_rel"],
+        log.info("transfer %s: %d parameters, fidelity max abs %.2e, max rel %.2e (float64),"
+                 " max rel %.2e (float32); MLflow run %s", cfg["kind"], arch["n_params"],
+                 fid["fidelity_max_abs"], fid["fidelity_max_rel"], fid32["max_rel"],
                  run.run_id)
+
+
+def _check_fidelity(cfg: dict, fid: dict, fid32: dict) -> None:
+    """Exact kinds: relative error in float64 and float32; relu: max abs error <= tol."""
+    if cfg["kind"] == "relu":
+        if fid["fidelity_max_abs"] > cfg["tol"]:
+            raise MotifpipeError(f"relu transfer error {fid['fidelity_max_abs']:.2e} exceeds "
+                                 f"transfer.tol={cfg['tol']:g}")
+        return
+    worst = max(fid["fidelity_max_rel"], fid32["max_rel"])
+    if worst > cfg["max_rel_error"]:
+        raise MotifpipeError(
+            f"transfer fidelity {worst:.2e} (max |net - baseline| / (1 + max|baseline|)) "
+            f"exceeds transfer.max_rel_error={cfg['max_rel_error']:g}"
+        )
 
 
 def _initial_net(arm: str, ds, baseline_path: Path, net_path: Path | None,
@@ -147,9 +161,9 @@ def _initial_net(arm: str, ds, baseline_path: Path, net_path: Path | None,
         net, meta = transfer.load_network(net_path)
         model = baselines.load_model(baseline_path)
         return net, model.info["fit_time_s"] + meta.get("transfer_s", 0.0)
-    if arm == "scratch":
-        m = len(baselines.load_model(baseline_path).coef)
-        return transfer.random_rbf(X, m, seed), 0.0
+    if arm == "scratch":  # the transferred architecture, randomly initialised
+        net, _ = transfer.load_network(net_path)
+        return transfer.reinitialise(net, X, seed), 0.0
     if arm == "mlp":
         import torch
 

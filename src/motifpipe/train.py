@@ -107,8 +107,10 @@ class Regressor(pl.LightningModule):
     def _param_groups(self) -> list[dict]:
         """Transferred motifs (centres, width) learn at ``transfer_lr``; the head at ``lr``."""
         lr = self.cfg["lr"]
-        if not (self.transferred and isinstance(self.net, RBFNet)):
+        if not self.transferred:
             return [{"params": list(self.net.parameters()), "lr": lr}]
+        if not isinstance(self.net, RBFNet):
+            return [{"params": list(self.net.parameters()), "lr": self.cfg["transfer_lr"]}]
         motifs = [self.net.centers, self.net.log_gamma]
         head = [self.net.w, self.net.bias]
         return [{"params": motifs, "lr": self.cfg["transfer_lr"]},

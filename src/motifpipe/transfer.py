@@ -99,18 +99,56 @@ class MLP(nn.Sequential):
         return super().forward(x).squeeze(-1)
 
 
-def to_network(model, kind: str = "rbf", jitter: float = DEFAULT_JITTER) -> RBFNet:
-    """Build the network that computes ``model.predict`` exactly (float64 parameters).
+def from_sklearn(est):
+    """A fitted scikit-learn ``KernelRidge(kernel="rbf")`` or ``SVR(kernel="rbf")`` as a
+    :class:`motifpipe.baselines.KernelModel`; other objects are returned unchanged."""
+    from motifpipe.baselines import KernelModel
 
-    ``model`` is a fitted :class:`motifpipe.baselines.KernelModel`.
+    name = type(est).__name__
+    if name not in ("KernelRidge", "SVR"):
+        return est
+    if getattr(est, "kernel", None) != "rbf":
+        raise MotifpipeError(f"{name}(kernel={est.kernel!r}) cannot be transferred; "
+                             "supported: kernel='rbf' (Gaussian)")
+    if name == "KernelRidge":
+        if not hasattr(est, "dual_coef_"):
+            raise MotifpipeError("KernelRidge is not fitted; call fit() before transferring")
+        X = np.asarray(est.X_fit_, dtype=np.float64)
+        gamma = est.gamma if est.gamma is not None else 1.0 / X.shape[1]
+        coef = np.asarray(est.dual_coef_, dtype=np.float64).reshape(len(X), -1)
+        if coef.shape[1] != 1:
+            raise MotifpipeError("KernelRidge with several targets cannot be transferred")
+        return KernelModel("gaussian", float(gamma), X, coef[:, 0], 0.0, {"solver": name})
+    if not hasattr(est, "support_vectors_"):
+        raise MotifpipeError("SVR is not fitted; call fit() before transferring")
+    return KernelModel("gaussian", float(est._gamma), np.asarray(est.support_vectors_, float),
+                       np.asarray(est.dual_coef_, float)[0], float(est.intercept_[0]),
+                       {"solver": name})
+
+
+def to_network(model, kind: str = "rbf", tol: float | None = None,
+               jitter: float = DEFAULT_JITTER, domain=None) -> nn.Module:
+    """Build the network that computes a fitted Gaussian kernel model (float64).
+
+    ``model``: a :class:`motifpipe.baselines.KernelModel`, or a fitted scikit-learn
+    ``KernelRidge``/``SVR`` with ``kernel="rbf"``. ``kind="rbf"`` is exact;
+    ``kind="relu"`` is a plain Linear/ReLU network within ``tol`` of the model on
+    ``domain`` (``(lo, hi)`` arrays; see :mod:`motifpipe.relu`).
     """
-    if kind != "rbf":
-        raise MotifpipeError(f"transfer kind {kind!r} is not supported; supported: rbf")
+    model = from_sklearn(model)
+    if kind not in ("rbf", "relu"):
+        raise MotifpipeError(f"transfer kind {kind!r} is not supported; supported: rbf, relu")
     if getattr(model, "kernel", None) not in SUPPORTED_KERNELS:
         raise MotifpipeError(
-            f"kernel {getattr(model, 'kernel', None)!r} cannot be transferred to 'rbf'; "
+            f"kernel {getattr(model, 'kernel', None)!r} cannot be transferred to {kind!r}; "
             f"supported kernels: {', '.join(SUPPORTED_KERNELS)}"
         )
+    if kind == "relu":
+        from motifpipe.relu import relu_network
+
+        if tol is None:
+            raise MotifpipeError("transfer kind 'relu' needs a tolerance (transfer.tol)")
+        return relu_network(model, tol, domain)
     centers = torch.as_tensor(np.asarray(model.centers, dtype=np.float64))
     coef = torch.as_tensor(np.asarray(model.coef, dtype=np.float64))
     net = RBFNet(centers, float(model.gamma), torch.zeros_like(coef), model.intercept, jitter)
@@ -135,8 +173,20 @@ def random_rbf(X: np.ndarray, m: int, seed: int, jitter: float = DEFAULT_JITTER)
     return RBFNet(centers, gamma, w, 0.0, jitter)
 
 
+def reinitialise(net: nn.Module, X: np.ndarray, seed: int) -> nn.Module:
+    """The ``scratch`` arm: a fresh, randomly initialised net of ``net``'s architecture."""
+    if isinstance(net, RBFNet):
+        return random_rbf(X, len(net.centers), seed, float(net.jitter))
+    torch.manual_seed(seed)
+    for module in net.modules():
+        if isinstance(module, nn.Linear):
+            module.reset_parameters()
+    return net
+
+
 def fidelity(net: nn.Module, model, X: np.ndarray) -> dict[str, float]:
     """max and RMS of ``|net(x) - f_K(x)|`` on held-out points ``X`` (n, D)."""
+    model = from_sklearn(model)
     ref = np.asarray(model.predict(X), dtype=np.float64)
     dtype = next(net.parameters()).dtype
     with torch.no_grad():
@@ -160,6 +210,10 @@ def architecture(net: nn.Module) -> dict:
     if isinstance(net, MLP):
         return {"kind": "mlp", "dim": net.dim, "depth": net.depth,
                 "widths": [net.width] * net.depth, "n_params": n_params}
+    if isinstance(net, nn.Sequential):
+        from motifpipe.relu import relu_architecture
+
+        return relu_architecture(net)
     raise TypeError(f"unknown network type {type(net).__name__}")
 
 
@@ -179,6 +233,10 @@ def load_network(path: str | Path) -> tuple[nn.Module, dict]:
         net: nn.Module = RBFNet(c, 1.0, torch.zeros(len(c), dtype=c.dtype), 0.0)
     elif arch.get("kind") == "mlp":
         net = MLP(arch["dim"], arch["depth"], arch["widths"][0] if arch["widths"] else 1)
+    elif arch.get("kind") == "relu":
+        from motifpipe.relu import relu_skeleton
+
+        net = relu_skeleton(arch["dim"], arch["widths"])
     else:
         raise MotifpipeError(f"{path}: unknown network architecture {arch.get('kind')!r}")
     state = net.state_dict()

@@ -60,6 +60,9 @@ def train_inputs(wildcards):
         "baseline": f"{JOB}/baseline.safetensors",
         "tracking": f"{RESULTS}/tracking.json",
     }
-    if wildcards.arm == "mimicry":
+    if wildcards.arm in (
+        "mimicry",
+        "scratch",
+    ):  # scratch copies the transfer's architecture
         inputs["network"] = f"{JOB}/network.safetensors"
     return inputs

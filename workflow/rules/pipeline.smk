@@ -101,11 +101,12 @@ rule train:
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
+        gpu=lambda wc: 1 if train_config(config, wc.arm)["accelerator"] == "gpu" else 0,
     params:
         train=lambda w: as_json(train_config(config, w.arm)),
         mlp=lambda w: as_json(config["mlp"]),
         network=lambda w, input: (
-            f"--network {input.network}" if w.arm == "mimicry" else ""
+            f"--network {input.network}" if "network" in input.keys() else ""
         ),
     shell:
         "python -m motifpipe train --arm {wildcards.arm} --task {wildcards.task}"
