@@ -52,7 +52,7 @@ def test_krr_penalty_makes_the_transfer_a_stationary_point(small_ds, kernel_mode
     Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
     loss = torch.mean((net(Xt) - yt) ** 2) + kernel_model.info["lam"] * net.rkhs_norm2()
     loss.backward()
-    assert float(net.w.grad.abs().max()) < 1e-6 * (1 + float(net.w.abs().max()))
+    assert float(net.w.grad.abs().max()) < 1e-6 * (1 + float(net.w.detach().abs().max()))
 
 
 def test_nan_loss_stops_with_a_clear_error(small_ds):
@@ -66,3 +66,34 @@ def test_nan_loss_stops_with_a_clear_error(small_ds):
 def test_precision_auto_is_32_on_cpu():
     assert train.resolve_precision("auto", "cpu") == "32-true"
     assert train.resolve_precision("64-true", "auto") == "64-true"
+
+
+@pytest.mark.parametrize("protocol", ["freeze_then_unfreeze", "lbfgs"])
+def test_protocols_run_and_do_not_regress_at_the_start(small_ds, kernel_model, protocol):
+    net = transfer.to_network(kernel_model)
+    cfg = CFG | {"protocol": protocol, "freeze_epochs": 2, "max_epochs": 4}
+    res = train.train_arm(net, small_ds, cfg, seed=0, transferred=True,
+                          penalty=kernel_model.info["lam"])
+    curve = res["curve"]
+    assert len(curve) == 5
+    assert curve[1]["val_mse"] <= 1.05 * curve[0]["val_mse"]
+
+
+def test_freeze_then_unfreeze_moves_only_the_head_at_first(small_ds, kernel_model):
+    net = transfer.to_network(kernel_model)
+    centers = net.centers.detach().clone()
+    cfg = CFG | {"protocol": "freeze_then_unfreeze", "freeze_epochs": 5, "max_epochs": 2,
+                 "patience": 1000}
+    res = train.train_arm(net, small_ds, cfg, seed=0, transferred=True)
+    trained = res["net"]
+    torch.testing.assert_close(trained.centers.detach().double(), centers)
+    assert all(p.requires_grad for p in trained.parameters())
+
+
+def test_lr_search_is_charged_to_the_arm(small_ds):
+    torch.manual_seed(0)
+    cfg = CFG | {"lr_search": [1e-4, 1e-2], "lr_search_epochs": 2, "max_epochs": 2}
+    res = train.train_arm(transfer.MLP(2, 1, 8), small_ds, cfg, seed=0, transferred=False)
+    assert set(res["lr_scores"]) == {1e-4, 1e-2}
+    assert res["lr"] == min(res["lr_scores"], key=res["lr_scores"].get)
+    assert res["curve"][0]["time_s"] >= res["search_s"] > 0

@@ -207,7 +207,8 @@ class _NumpyBackend:
             return scipy.linalg.eigh(A, check_finite=False, driver="evd")
 
     def svd(self, A):
-        return scipy.linalg.svd(A, full_matrices=False, check_finite=False)
+        with _blas_threads(1 if min(A.shape) <= 2000 else None):  # as eigh: bidiagonalisation
+            return scipy.linalg.svd(A, full_matrices=False, check_finite=False)
 
     def add_diag(self, A, value):
         A[np.diag_indices_from(A)] += value
@@ -513,21 +514,24 @@ def _spectrum_primal(ctx: _Ctx, feats: Callable, m: int, X, yc: np.ndarray, rows
     row blocks (memory O(block*m + m^2 + |rows|*m)). For Nyström, feats already applies
     the whitening L^-1 and ``whiten`` = L maps feature weights w to centre weights L^-T w.
 
-    X: (n, D) backend array; rows: indices where LOO residuals are evaluated (None: all).
+    X: (n, D) backend array; rows: sorted indices where LOO residuals are evaluated
+    (None: all).
     """
     bk = ctx.bk
     G, z = bk.gram_zeros(m), bk.zeros(m)
     yt = bk.asarray(yc)
     step = _block_rows(m)
     loo = ctx.cfg["selection"] == "loo"
-    keep_blocks = loo and rows is None  # LOO on every row: keep Phi rather than recompute it
-    blocks = []
+    blocks = []  # the LOO rows of Phi, kept on the way rather than recomputed
     for i in range(0, X.shape[0], step):
         Pb = feats(X[i : i + step])
         G = bk.gram_add(G, Pb)
         z += Pb.T @ yt[i : i + step]
-        if keep_blocks:
+        if loo and rows is None:
             blocks.append(bk.numpy(Pb))
+        elif loo:
+            lo, hi = np.searchsorted(rows, [i, i + step])
+            blocks.append(bk.numpy(bk.take(Pb, rows[lo:hi] - i)))
     S, V = bk.eigh(bk.symmetrize_upper(G))
     S, V = bk.numpy(S), bk.numpy(V)
     keep = S > cut * max(float(S.max()), 1e-300)  # pseudo-inverse semantics at lam = 0
@@ -538,8 +542,7 @@ def _spectrum_primal(ctx: _Ctx, feats: Callable, m: int, X, yc: np.ndarray, rows
     sp = _Spectrum(S=S, u=u, yperp2=max(float(yc @ yc - u @ u), 0.0), n=yc.shape[0],
                    coef_map=T * root)
     if loo:
-        Phi_R = np.concatenate(blocks) if keep_blocks else bk.numpy(feats(bk.take(X, rows)))
-        U_R = Phi_R @ (V / root)
+        U_R = np.concatenate(blocks) @ (V / root)
         sp.U_R, sp.y_R = U_R, (yc if rows is None else yc[rows])
         sp.yperp_R = sp.y_R - U_R @ u
         sp.levperp_R = np.clip(1.0 - (U_R**2).sum(1), 0.0, 1.0)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 COLUMNS = [
     "study", "task", "n", "seed", "arm", "test_mse", "excess_risk", "val_mse",
     "wall_time_s", "epochs", "best_epoch", "time_to_kernel_s", "epochs_to_kernel",
-    "n_params", "mlflow_run_id",
+    "time_to_scratch_s", "epochs_to_scratch", "speedup_vs_scratch", "n_params",
+    "mlflow_run_id",
 ]
+SCRATCH_SLACK = 1.1  # target (b): 1.1 x the best validation error scratch reached
 
 
 def time_to_target(curve: pd.DataFrame, target: float) -> tuple[float, float]:
@@ -30,21 +33,66 @@ def summary(results: list[dict], curves: dict[str, pd.DataFrame]) -> pd.DataFram
 
     ``results`` are the JSON documents written by ``fit_baseline`` (arm ``kernel``)
     and ``train``; ``curves`` maps a train result's ``curve`` key to its learning curve.
-    Time-to-target uses the kernel's validation error of the same (task, n, seed).
+    Per (task, n, seed), two targets on validation MSE: (a) the kernel's, (b)
+    ``SCRATCH_SLACK`` x the best the ``scratch`` arm reached. ``speedup_vs_scratch`` is
+    scratch's time to (b) over the arm's time to (b) (NaN where either never got there).
     """
-    kernel_val = {
-        (r["task"], r["n"], r["seed"]): r["val_mse"] for r in results if r["arm"] == "kernel"
-    }
-    rows = []
+    by_job: dict[tuple, dict[str, dict]] = {}
     for r in results:
-        row = {c: r.get(c) for c in COLUMNS}
-        target = kernel_val.get((r["task"], r["n"], r["seed"]))
-        if r["arm"] == "kernel":
-            row["time_to_kernel_s"], row["epochs_to_kernel"] = r["wall_time_s"], 0
-        elif target is not None and r.get("curve") in curves:
-            row["time_to_kernel_s"], row["epochs_to_kernel"] = time_to_target(
-                curves[r["curve"]], target
-            )
-        rows.append(row)
+        by_job.setdefault((r["task"], r["n"], r["seed"]), {})[r["arm"]] = r
+    rows = []
+    for arms in by_job.values():
+        targets = _targets(arms)
+        times = {arm: _times(r, curves, targets) for arm, r in arms.items()}
+        scratch_t = times.get("scratch", {}).get("time_to_scratch_s", math.nan)
+        for arm, r in arms.items():
+            row = {c: r.get(c) for c in COLUMNS} | times[arm]
+            row["speedup_vs_scratch"] = scratch_t / row["time_to_scratch_s"]
+            rows.append(row)
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.sort_values(["task", "n", "seed", "arm"], kind="stable").reset_index(drop=True)
+
+
+def _targets(arms: dict[str, dict]) -> dict[str, float]:
+    out = {}
+    if "kernel" in arms:
+        out["kernel"] = arms["kernel"]["val_mse"]
+    if "scratch" in arms:
+        out["scratch"] = SCRATCH_SLACK * arms["scratch"]["val_mse"]
+    return out
+
+
+def _times(r: dict, curves: dict[str, pd.DataFrame], targets: dict) -> dict:
+    """Time and epochs to each target; the kernel arm is there when its fit ends."""
+    out = {}
+    for name, target in (("kernel", targets.get("kernel")), ("scratch", targets.get("scratch"))):
+        t = e = math.nan
+        if target is not None and r["arm"] == "kernel":
+            if r["val_mse"] <= target:
+                t, e = r["wall_time_s"], 0
+        elif target is not None and r.get("curve") in curves:
+            t, e = time_to_target(curves[r["curve"]], target)
+        out[f"time_to_{name}_s"], out[f"epochs_to_{name}"] = t, e
+    return out
+
+
+def speedups(summary: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Mean speedup vs scratch per (task, n, arm) with a t-interval across seeds.
+
+    Rows: task, n, arm, seeds (with a finite speedup), mean, low, high, and the mean
+    final test MSE of the arm for reference.
+    """
+    from scipy import stats
+
+    rows = []
+    for (task, n, arm), g in summary.groupby(["task", "n", "arm"], sort=True):
+        sp = g["speedup_vs_scratch"].replace([np.inf, -np.inf], np.nan).dropna()
+        mean = float(sp.mean()) if len(sp) else math.nan
+        half = math.nan
+        if len(sp) > 1:
+            half = float(stats.t.ppf(0.5 + confidence / 2, len(sp) - 1) * sp.std(ddof=1)
+                         / math.sqrt(len(sp)))
+        rows.append({"task": task, "n": n, "arm": arm, "seeds": len(sp), "speedup": mean,
+                     "low": mean - half, "high": mean + half,
+                     "test_mse": float(g["test_mse"].mean())})
+    return pd.DataFrame(rows)

@@ -102,6 +102,9 @@ def render_html(config: dict, summary: pd.DataFrame, figures: dict[str, Path]) -
     versions = "".join(f"<li>{html.escape(k)} {html.escape(v)}</li>"
                        for k, v in _versions().items())
     figs = "".join(_img(p, FIGURES.get(name, name)) for name, p in figures.items())
+    from motifpipe.evaluate import SCRATCH_SLACK, speedups
+
+    speed = speedups(summary) if "speedup_vs_scratch" in summary else pd.DataFrame()
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -115,6 +118,11 @@ pre {{background: #f6f6f6; padding: 1rem; overflow-x: auto;}}
 <p>Generated {dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}.</p>
 <h2>Figures</h2>{figs}
 <h2>Mean over seeds</h2>{agg.to_html(index=False, float_format=lambda v: f"{v:.4g}")}
+<h2>Speedup against scratch</h2>
+<p>Time for scratch to reach {SCRATCH_SLACK} &times; its best validation MSE, divided by
+the arm's time to reach the same value (mimicry's clock includes the baseline fit and the
+transfer); mean over seeds with a 95&nbsp;% t-interval. Empty where an arm never got there.</p>
+{speed.to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep="")}
 <h2>Summary (one row per task, n, seed, arm; with MLflow run ids)</h2>
 {summary.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")}
 <h2>Configuration</h2><pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>

@@ -193,6 +193,8 @@ def run_train(arm: str, data_path: Path, baseline_path: Path, net_path: Path | N
                               penalty=lam if arm in ("mimicry", "scratch") else 0.0,
                               time_offset_s=offset, flush=run.log_metrics)
         run.log_metrics(res["unflushed"])
+        run.log_metrics([{"epoch": 0, "lr_chosen": res["lr"],
+                          "lr_search_s": res.get("search_s", 0.0)}])
         arch = transfer.architecture(res["net"])
         run.set_tags({"precision": res["precision"], "device": res["device"],
                       "arch.n_params": arch["n_params"]})
@@ -203,7 +205,8 @@ def run_train(arm: str, data_path: Path, baseline_path: Path, net_path: Path | N
         # Logged under their final names; if logging fails, Snakemake removes the outputs.
         run.log_artifact(out_curve, "curve")
         run.log_artifact(out_net, "model")
-        keys = ("val_mse", "test_mse", "excess_risk", "wall_time_s", "epochs", "best_epoch")
+        keys = ("val_mse", "test_mse", "excess_risk", "wall_time_s", "epochs", "best_epoch",
+                "lr")
         write_json(out_json, {**wc, "study": tracking["study"], "arm": arm,
                               **{k: res[k] for k in keys}, "n_params": arch["n_params"],
                               "curve": str(out_curve), "mlflow_run_id": run.run_id})

@@ -39,7 +39,8 @@ warnings.filterwarnings("ignore", message=".*`srun` command is available.*")
 DEFAULTS = {
     "max_epochs": 100, "max_time_s": 600, "batch_size": 64, "lr": 1e-3, "transfer_lr": 1e-4,
     "warmup_epochs": 2, "weight_decay": 0, "grad_clip": 1.0, "patience": 20,
-    "precision": "auto", "accelerator": "auto",
+    "precision": "auto", "accelerator": "auto", "protocol": "adam", "freeze_epochs": 5,
+    "lbfgs_max_iter": 20, "lr_search": [], "lr_search_epochs": 3,
 }
 
 
@@ -75,7 +76,15 @@ class InMemoryBatches:
 
 
 class Regressor(pl.LightningModule):
-    """Least squares on ``net`` (plus ``penalty * |w|^2`` for RBF nets), Adam, warm-up."""
+    """Least squares on ``net`` (plus ``penalty * |w|^2`` for RBF nets) under a protocol.
+
+    Protocols (``cfg["protocol"]``):
+    - ``adam``: Adam with linear warm-up; transferred motifs (RBF centres and width) at
+      ``transfer_lr``, the head at ``lr``; a transferred ReLU net wholly at ``transfer_lr``.
+    - ``freeze_then_unfreeze``: as ``adam``, but a transferred net trains only its head
+      (RBF: ``w`` and bias; otherwise the last Linear layer) for ``freeze_epochs``.
+    - ``lbfgs``: full-batch L-BFGS with a strong-Wolfe line search (small n).
+    """
 
     def __init__(self, net: nn.Module, cfg: dict, transferred: bool, penalty: float,
                  steps_per_epoch: int):
@@ -98,11 +107,28 @@ class Regressor(pl.LightningModule):
         self.epoch_loss["count"] += 1
         return loss
 
+    def on_train_epoch_start(self):
+        if self.cfg["protocol"] == "freeze_then_unfreeze" and self.transferred:
+            frozen = self.current_epoch < self.cfg["freeze_epochs"]
+            head = set(map(id, self._head()))
+            for p in self.net.parameters():
+                p.requires_grad_(not frozen or id(p) in head)
+
     def configure_optimizers(self):
+        if self.cfg["protocol"] == "lbfgs":
+            return torch.optim.LBFGS(self.net.parameters(), lr=self.cfg["lr"],
+                                     max_iter=self.cfg["lbfgs_max_iter"],
+                                     line_search_fn="strong_wolfe")
         opt = torch.optim.Adam(self._param_groups(), weight_decay=self.cfg["weight_decay"])
         warmup = max(1, self.cfg["warmup_epochs"] * self.steps_per_epoch)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _head(self) -> list[nn.Parameter]:
+        if isinstance(self.net, RBFNet):
+            return [self.net.w, self.net.bias]
+        last = [m for m in self.net.modules() if isinstance(m, nn.Linear)][-1]
+        return list(last.parameters())
 
     def _param_groups(self) -> list[dict]:
         """Transferred motifs (centres, width) learn at ``transfer_lr``; the head at ``lr``."""
@@ -112,9 +138,8 @@ class Regressor(pl.LightningModule):
         if not isinstance(self.net, RBFNet):
             return [{"params": list(self.net.parameters()), "lr": self.cfg["transfer_lr"]}]
         motifs = [self.net.centers, self.net.log_gamma]
-        head = [self.net.w, self.net.bias]
         return [{"params": motifs, "lr": self.cfg["transfer_lr"]},
-                {"params": head, "lr": lr}]
+                {"params": self._head(), "lr": lr}]
 
     def pop_train_loss(self) -> float:
         """Mean training loss of the epoch; one device sync per epoch, not per step."""
@@ -203,7 +228,9 @@ def make_trainer(cfg: dict, callbacks: list, precision: str) -> pl.Trainer:
     return pl.Trainer(
         accelerator=cfg["accelerator"], devices=1, precision=precision,
         max_epochs=cfg["max_epochs"], max_time={"seconds": cfg["max_time_s"]},
-        gradient_clip_val=cfg["grad_clip"] or None, callbacks=[*callbacks, early],
+        # Lightning cannot clip inside L-BFGS's closure; its line search bounds the step.
+        gradient_clip_val=(cfg["grad_clip"] or None) if cfg["protocol"] != "lbfgs" else None,
+        callbacks=[*callbacks, early],
         logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
         deterministic=not torch.cuda.is_available(), plugins=plugins,
@@ -226,8 +253,36 @@ def train_arm(net: nn.Module, data, cfg: dict, seed: int, *, transferred: bool,
 
     The returned net carries the weights of the best validation epoch (epoch 0 is
     the starting network, so a transferred model is never returned worse on val).
+    With ``cfg["lr_search"]``, each candidate learning rate first trains a copy of
+    ``net`` for ``lr_search_epochs``; the best on validation is kept and the time
+    spent searching is added to the arm's clock.
     """
     cfg = {**DEFAULTS, **cfg}
+    search = {}
+    if cfg["lr_search"]:
+        cfg, search = _search_lr(net, data, cfg, seed, transferred, penalty)
+        time_offset_s += search["search_s"]
+    result = _fit(net, data, cfg, seed, transferred, penalty, time_offset_s, flush)
+    return result | search | {"lr": cfg["lr"]}
+
+
+def _search_lr(net, data, cfg, seed, transferred, penalty) -> tuple[dict, dict]:
+    """Short runs at each candidate ``lr`` (``transfer_lr`` keeps its ratio to ``lr``)."""
+    t0 = time.perf_counter()
+    scores = {}
+    for lr in cfg["lr_search"]:
+        trial = _scaled(cfg, lr) | {"max_epochs": cfg["lr_search_epochs"], "lr_search": []}
+        res = _fit(copy.deepcopy(net), data, trial, seed, transferred, penalty, 0.0, None)
+        scores[lr] = res["val_mse"]
+    best = min(scores, key=scores.get)
+    return _scaled(cfg, best), {"search_s": time.perf_counter() - t0, "lr_scores": scores}
+
+
+def _scaled(cfg: dict, lr: float) -> dict:
+    return cfg | {"lr": lr, "transfer_lr": cfg["transfer_lr"] * lr / cfg["lr"]}
+
+
+def _fit(net, data, cfg, seed, transferred, penalty, time_offset_s, flush) -> dict:
     pl.seed_everything(seed, workers=False, verbose=False)
     precision = resolve_precision(cfg["precision"], cfg["accelerator"])
     device = torch.device("cuda" if cfg["accelerator"] != "cpu" and torch.cuda.is_available()
@@ -237,7 +292,8 @@ def train_arm(net: nn.Module, data, cfg: dict, seed: int, *, transferred: bool,
     train, val, test = to_splits(data, device, dtype)
     if len(train.y) == 0 or len(val.y) == 0:
         raise MotifpipeError("the data set has an empty train or validation split")
-    batches = InMemoryBatches(train, cfg["batch_size"], seed)
+    batch_size = len(train.y) if cfg["protocol"] == "lbfgs" else cfg["batch_size"]
+    batches = InMemoryBatches(train, batch_size, seed)
     module = Regressor(net, cfg, transferred, penalty, len(batches))
     metrics = EpochMetrics(val, test, time_offset_s, flush)
     trainer = make_trainer(cfg, [metrics], precision)
@@ -248,6 +304,8 @@ def train_arm(net: nn.Module, data, cfg: dict, seed: int, *, transferred: bool,
             f"out of device memory at train.batch_size={cfg['batch_size']}; lower it"
         ) from None
     net.load_state_dict(metrics.best_state)
+    for p in net.parameters():
+        p.requires_grad_(True)  # freeze_then_unfreeze may have stopped early, frozen
     best = metrics.rows[metrics.best_epoch]
     return {
         "net": net.cpu(), "curve": metrics.rows, "unflushed": metrics.unflushed(),
