@@ -274,13 +274,28 @@ def test_auto_switches_on_size(n, choice):
     assert m.info["auto_choice"] == choice == m.info["solver"] and m.info["kind"] == "auto"
 
 
-def test_torch_backend_matches_numpy_backend(data):
+def _gpu_code_on_cpu():
+    bk = B._TorchBackend("cpu")
+    bk.host_lapack = False  # the torch-only branches a GPU takes
+    return bk
+
+
+@pytest.mark.parametrize("kind, extra", [
+    ("krr", {}), ("krr", {"select_centers": 100}),            # exact / approximate selection
+    ("nystrom", {"centers": 60}),
+    ("rff", {"features": 50}), ("rff", {"features": 100}),    # Gram / SVD route
+])
+@pytest.mark.parametrize("selection", ["loo", "val"])
+def test_torch_backends_match_numpy_backend(data, kind, extra, selection):
     X, y, Xv, yv = data  # the torch code that runs on a GPU, exercised on the CPU
+    cfg = B._resolve_cfg({"kind": kind, "selection": selection, "gamma_factors": [1, 2], **extra})
+    fit = {"krr": B._fit_krr, "nystrom": B._fit_nystrom, "rff": B._fit_rff}[kind]
     results = []
-    for bk in (B._NumpyBackend(), B._TorchBackend("cpu")):
-        ctx = B._Ctx(B._resolve_cfg({}), np.random.default_rng(0), bk)
-        results.append(B._fit_krr(X, y, Xv, yv, ctx).predict(Xv))
-    np.testing.assert_allclose(results[0], results[1], rtol=0, atol=1e-8)
+    for bk in (B._NumpyBackend(), B._TorchBackend("cpu"), _gpu_code_on_cpu()):
+        ctx = B._Ctx(cfg, np.random.default_rng(0), bk)
+        results.append(fit(X, y, Xv, yv, ctx).predict(Xv))
+    np.testing.assert_allclose(results[1], results[0], rtol=0, atol=1e-8)
+    np.testing.assert_allclose(results[2], results[0], rtol=0, atol=1e-8)
 
 
 # --------------------------------------------------------------------------- persistence
@@ -393,3 +408,28 @@ def test_cuda_request_without_gpu_is_a_user_error(data):
     X, y, Xv, yv = data
     with pytest.raises(MotifpipeError, match="baseline.device"):
         B.fit_baseline(X, y, Xv, yv, {"device": "cuda"}, seed=0)
+
+
+# --------------------------------------------------------------------------- slow
+
+
+@pytest.mark.slow
+def test_approximate_krr_selection_close_to_exact_at_3000():
+    X, y = make_data(3000, d=5, seed=7)
+    Xv, yv = make_data(1000, d=5, seed=8)
+    cfg = {"gamma_factors": [0.25, 0.5, 1, 2, 4], "lambda_grid": [1e-6, 1e-5, 1e-4, 1e-3]}
+    approx = B.fit_baseline(X, y, Xv, yv, cfg, seed=0)
+    exact = B.fit_baseline(X, y, Xv, yv, {**cfg, "select_centers": 3000}, seed=0)
+    assert approx.info["selection_approx"] == "nystrom(1000)"
+    assert approx.info["val_mse"] <= 1.05 * exact.info["val_mse"]
+
+
+@pytest.mark.slow
+def test_nystrom_two_stage_matches_single_stage_choice():
+    X, y = make_data(20000, d=5, seed=9)
+    Xv, yv = make_data(2000, d=5, seed=10)
+    two = B.fit_baseline(X, y, Xv, yv, {"kind": "nystrom", "centers": 500}, seed=0)
+    one = B.fit_baseline(X, y, Xv, yv, {"kind": "nystrom", "centers": 500,
+                                        "selection_max_n": 20000}, seed=0)
+    assert two.info["selection_rows"] == 5000 and one.info["selection_rows"] == 20000
+    assert two.info["val_mse"] <= 1.05 * one.info["val_mse"]

@@ -95,9 +95,9 @@ def test_concurrent_jobs_on_a_fresh_sqlite_store(tmp_path):
 
 
 def _start(wd, *args):
-    return subprocess.Popen(["snakemake", "--cores", "2", *args], cwd=wd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    log = open(wd / "snakemake.out", "w")  # noqa: SIM115 - closed when the process ends
+    return subprocess.Popen(["snakemake", "--cores", "2", *args], cwd=wd, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
 
 
 @pytest.mark.slow
@@ -109,7 +109,8 @@ def test_kill_9_mid_training_then_resume(tmp_path):
     db = tmp_path / "mlflow.db"
     deadline = time.monotonic() + 300
     while True:  # wait until a training run is RUNNING in the store
-        assert proc.poll() is None, "workflow ended before it could be killed"
+        assert proc.poll() is None, ("workflow ended before it could be killed:\n"
+                                     + (tmp_path / "snakemake.out").read_text()[-3000:])
         assert time.monotonic() < deadline, "no training run started"
         if db.exists():
             try:

@@ -106,7 +106,7 @@ def test_failed_job_leaves_no_output_and_a_failed_run(tmp_path):
     cfg["transfer"] = {"max_rel_error": 1e-30}
     (tmp_path / "strict.yaml").write_text(yaml.safe_dump(cfg))
     target = "results/smoke/nonsmooth2d/n300/seed0/network.safetensors"
-    out = snakemake(tmp_path, "--configfile", "strict.yaml", target)
+    out = snakemake(tmp_path, target, "--configfile", "strict.yaml")
     assert out.returncode != 0
     assert not list(tmp_path.glob("results/smoke/**/network.safetensors"))
     c = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")

@@ -227,6 +227,9 @@ class _TorchBackend:
         import torch
 
         self.torch, self.device = torch, device
+        # On the CPU, hand syrk and eigh to scipy (same memory, faster there); on a GPU,
+        # everything stays in torch. Tests switch this off to run the GPU code on a CPU.
+        self.host_lapack = device == "cpu"
 
     def asarray(self, a):
         return self.torch.as_tensor(np.asarray(a, dtype=np.float64), device=self.device)
@@ -246,18 +249,18 @@ class _TorchBackend:
         return self.torch.zeros(shape, dtype=self.torch.float64, device=self.device)
 
     def gram_zeros(self, m):
-        if self.device == "cpu":  # a Fortran-ordered buffer that syrk updates in place
+        if self.host_lapack:  # a Fortran-ordered buffer that syrk updates in place
             return self.torch.from_numpy(np.zeros((m, m), order="F"))
         return self.zeros(m, m)
 
     def gram_add(self, G, Cb):
-        if self.device == "cpu":  # same memory as numpy: syrk, half the flops of addmm
+        if self.host_lapack:  # same memory as numpy: syrk, half the flops of addmm
             _NumpyBackend().gram_add(G.numpy(), Cb.numpy())
             return G
         return G.addmm_(Cb.T, Cb)
 
     def symmetrize_upper(self, G):
-        if self.device != "cpu":
+        if not self.host_lapack:
             return G  # addmm_ filled the whole matrix
         return self.torch.triu(G) + self.torch.triu(G, 1).T
 
@@ -270,7 +273,7 @@ class _TorchBackend:
         return self.torch.linalg.solve_triangular(M, B, upper=transpose)
 
     def eigh(self, A):
-        if self.device == "cpu":  # scipy's divide-and-conquer is faster here than torch's
+        if self.host_lapack:  # scipy's divide-and-conquer was faster here than torch's
             s, Q = _NumpyBackend().eigh(self.numpy(A))
             return self.asarray(s), self.asarray(Q)
         return self.torch.linalg.eigh(A)

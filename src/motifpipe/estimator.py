@@ -33,19 +33,22 @@ from sklearn.utils.validation import check_is_fitted, check_random_state, valida
 
 #: Baseline kinds of ``motifpipe.baselines.fit_baseline`` (its config's ``kind``).
 BASELINES = ("auto", "krr", "svr", "nystrom", "rff")
-#: Transfer kinds the workflow's config accepts; ``to_network`` says which it builds.
+#: Transfer kinds of ``motifpipe.transfer.to_network``.
 TRANSFERS = ("rbf", "relu")
 #: The mini-batch size when ``batch_size=None``: the default study's mimicry arm
 #: (``arm_train.mimicry.batch_size`` in config/config.yaml). Every step of an RBF net
 #: refactors the m x m kernel matrix of its centres, so few large steps win.
 DEFAULT_BATCH_SIZE = 1024
-#: A transfer whose max |net - baseline| / (1 + max |baseline|) exceeds this (the
-#: workflow's ``transfer.max_rel_error`` default) is reported with a RuntimeWarning.
-MAX_REL_ERROR = 1e-4
+#: Defaults of the config's ``transfer:`` section other than ``kind`` (mirrors
+#: workflow/schemas/config.schema.yaml; a test keeps them equal).
+TRANSFER_DEFAULTS = {"tol": 1e-2, "max_rel_error": 1e-4}
 #: Entries of the widest layer's activations per prediction block (128 MiB in float64).
 _PREDICT_ENTRIES = 1 << 24
 
-# Keys of ``train_params`` and their checks; the named parameters own the other keys.
+#: Retraining protocols of ``motifpipe.train`` (its config's ``protocol``).
+PROTOCOLS = ("adam", "freeze_then_unfreeze", "lbfgs")
+#: Value checks of ``train_params`` keys; a key of ``motifpipe.train.DEFAULTS`` without a
+#: check here passes unchecked. The named parameters own the keys in ``_NAMED``.
 _TRAIN_CHECKS = {
     "warmup_epochs": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
     "weight_decay": ("a number >= 0", lambda v: _is_real(v) and v >= 0),
@@ -53,7 +56,15 @@ _TRAIN_CHECKS = {
     "precision": ("one of auto, 32-true, 64-true, bf16-mixed, 16-mixed",
                   lambda v: v in ("auto", "32-true", "64-true", "bf16-mixed", "16-mixed")),
     "accelerator": ("one of auto, cpu, gpu", lambda v: v in ("auto", "cpu", "gpu")),
+    "freeze_epochs": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
+    "lbfgs_max_iter": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "lr_search": ("a list of distinct numbers > 0",
+                  lambda v: isinstance(v, list | tuple) and len(set(v)) == len(v)
+                  and all(_is_real(x) and x > 0 for x in v)),
+    "lr_search_epochs": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
 }
+_NAMED = ("max_epochs", "batch_size", "lr", "transfer_lr", "patience", "max_time_s",
+          "protocol")
 
 
 def _is_int(v) -> bool:
@@ -70,17 +81,21 @@ class MotifMimicryRegressor(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    baseline : {"auto", "krr", "svr", "nystrom", "rff"}, default="auto"
+    baseline : {"auto", "krr", "svr", "nystrom"}, default="auto"
         Convex baseline (``motifpipe.baselines``); ``auto`` is exact kernel ridge up to
         ``baseline_params["auto_threshold"]`` (5000) training points, Nyström above.
-    transfer : str, default="rbf"
-        Kind of analytic transfer (``motifpipe.transfer.to_network``): ``rbf`` is exact
-        (Gaussian units with a whitened linear head).
-    protocol : str, default="adam"
-        Retraining protocol. ``adam``: Adam with learning-rate warm-up, transferred
-        parameters (centres, width) at ``transfer_lr`` and the head at ``lr``. Other
-        names are accepted once ``motifpipe.train`` offers them (a ``protocol`` key in
-        ``motifpipe.train.DEFAULTS``).
+        (``rff``, random-feature ridge, is refused until a transfer takes it.)
+    transfer : {"rbf", "relu"}, default="rbf"
+        Analytic transfer (``motifpipe.transfer.to_network``). ``rbf``: exact, Gaussian
+        units with a whitened linear head. ``relu``: a plain Linear/ReLU network within
+        ``transfer_params["tol"]`` of the baseline on the bounding box of the fitted
+        ``X`` (no guarantee outside it).
+    protocol : {"adam", "freeze_then_unfreeze", "lbfgs"}, default="adam"
+        Retraining protocol (``motifpipe.train``). ``adam``: Adam with learning-rate
+        warm-up, transferred parameters (centres, width) at ``transfer_lr`` and the head
+        at ``lr``; ``freeze_then_unfreeze``: the head alone for
+        ``train_params["freeze_epochs"]`` (5) epochs first; ``lbfgs``: full-batch L-BFGS
+        at ``lr`` (small n).
     max_epochs : int, default=100
     batch_size : int or None, default=None
         Mini-batch size; None means 1024 (full batch below 1024 training points).
@@ -104,11 +119,17 @@ class MotifMimicryRegressor(RegressorMixin, BaseEstimator):
         ``motifpipe.baselines.DEFAULTS``), e.g. ``{"gamma_factors": [1.0],
         "lambda_grid": [1e-3]}`` for a quick fit. ``kind`` is set by ``baseline``.
     transfer_params : dict or None, default=None
-        Keyword arguments of ``motifpipe.transfer.to_network`` (e.g. ``jitter``).
+        Keys of the config's ``transfer:`` section other than ``kind``: ``tol`` (1e-2,
+        the ``relu`` tolerance) and ``max_rel_error`` (1e-4). The fit fails with a
+        ValueError, as the workflow's transfer stage does, when the transferred network
+        misses the baseline on the validation rows by more than these: max abs error
+        over ``tol`` (relu); max |net - baseline| / (1 + max |baseline|) over
+        ``max_rel_error`` in float64 or float32 (rbf).
     train_params : dict or None, default=None
-        Further keys of the config's ``train:`` section: ``warmup_epochs``,
-        ``weight_decay``, ``grad_clip``, ``precision`` (``auto``: bf16-mixed on a GPU,
-        32-true on CPU) and ``accelerator`` (``auto``, ``cpu`` or ``gpu``).
+        Further keys of the config's ``train:`` section (``motifpipe.train.DEFAULTS``)
+        other than the named parameters above, e.g. ``warmup_epochs``, ``grad_clip``,
+        ``lr_search``, ``precision`` (``auto``: bf16-mixed on a GPU, 32-true on CPU) or
+        ``accelerator`` (``auto``, ``cpu`` or ``gpu``).
     random_state : int, RandomState instance or None, default=None
         Seeds the validation split, the baseline's subsampling and the training (batch
         order). An int is used as the workflow's ``seed`` itself. Same int, same data,
@@ -133,6 +154,9 @@ class MotifMimicryRegressor(RegressorMixin, BaseEstimator):
     best_epoch_ : int
     n_epochs_ : int
         Epochs trained (early stopping or the time limit may end before max_epochs).
+    lr_ : float
+        The learning rate trained with: ``lr``, or the winner of
+        ``train_params["lr_search"]`` (``transfer_lr`` then keeps its ratio to it).
     n_validation_ : int
         Rows held out for validation; 0 when validation ran on the training data.
     seed_ : int
@@ -165,43 +189,40 @@ class MotifMimicryRegressor(RegressorMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Fit the baseline on ``X`` (n, D), ``y`` (n,), transfer it, retrain; return self."""
-        baseline_cfg, train_cfg = self._checked_params()
+        baseline_cfg, transfer_cfg, train_cfg = self._checked_params()
+        seed = _draw_seed(self.random_state)
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True,
                              ensure_min_samples=2)
-        seed = _draw_seed(self.random_state)
         X_tr, y_tr, X_val, y_val = _split(X, y, self.validation_fraction, seed)
 
-        from motifpipe import baselines, train, transfer
+        from motifpipe import baselines, stages, train, transfer
         from motifpipe.data import Dataset
-        from motifpipe.errors import MotifpipeError
 
-        try:
-            with _preserved_global_state():
+        name = type(self).__name__
+        with _preserved_global_state():
+            with _as_value_error(f"{name}, baseline fit (baseline_params)"):
                 model = baselines.fit_baseline(X_tr, y_tr, X_val, y_val, baseline_cfg, seed)
+            # As stages.run_transfer: the relu construction's domain is the data's box,
+            # and the fidelity is checked, in float64 and float32, before training.
+            with _as_value_error(f"{name}, transfer (transfer_params)"):
                 t0 = time.perf_counter()
-                net = self._to_network(transfer, model)
+                net = transfer.to_network(model, kind=self.transfer, tol=transfer_cfg["tol"],
+                                          domain=(X.min(axis=0), X.max(axis=0)))
                 transfer_s = time.perf_counter() - t0
                 fid = transfer.fidelity(net, model, X_val)
                 fid32 = transfer.fidelity(copy.deepcopy(net).float(), model, X_val)
-                data = Dataset(X=np.concatenate([X_tr, X_val]),
-                               y=np.concatenate([y_tr, y_val]), f=None,
-                               split=np.repeat(np.array([0, 1], dtype=np.int8),
-                                               [len(y_tr), len(y_val)]),
-                               meta={"source": type(self).__name__, "seed": seed})
-                # As stages.run_train does for the mimicry arm: the baseline's lambda as
-                # the penalty, and the clock started at the baseline fit.
-                lam = model.info.get("lam", 0.0) or 0.0
+                stages._check_fidelity({"kind": self.transfer, **transfer_cfg},
+                                       {f"fidelity_{k}": v for k, v in fid.items()}, fid32)
+            data = Dataset(X=np.concatenate([X_tr, X_val]), y=np.concatenate([y_tr, y_val]),
+                           f=None, split=np.repeat(np.array([0, 1], dtype=np.int8),
+                                                   [len(y_tr), len(y_val)]),
+                           meta={"source": name, "seed": seed})
+            # As stages.run_train for the mimicry arm: the baseline's lambda is the
+            # penalty, and the clock starts at the baseline fit.
+            with _as_value_error(f"{name}, training"):
                 res = _quiet(train.train_arm, net, data, train_cfg, seed, transferred=True,
-                             penalty=lam,
+                             penalty=model.info.get("lam", 0.0) or 0.0,
                              time_offset_s=model.info["fit_time_s"] + transfer_s)
-        except MotifpipeError as exc:
-            raise ValueError(str(exc)) from exc
-        worst = max(fid["max_rel"], fid32["max_rel"])
-        if worst > MAX_REL_ERROR:
-            warnings.warn(f"transfer fidelity {worst:.2e} (max |net - baseline| / "
-                          f"(1 + max|baseline|)) exceeds {MAX_REL_ERROR:g}; the retrained "
-                          "network did not start from the baseline", RuntimeWarning,
-                          stacklevel=2)
         keep = ("epoch", "time_s", "train_loss", "val_mse")
         self.baseline_ = model
         self.network_ = res["net"].double().eval()
@@ -209,22 +230,14 @@ class MotifMimicryRegressor(RegressorMixin, BaseEstimator):
         self.history_ = [{k: row[k] for k in keep} for row in res["curve"]]
         self.best_epoch_ = int(res["best_epoch"])
         self.n_epochs_ = int(res["epochs"])
+        self.lr_ = float(res.get("lr", self.lr))
         self.n_validation_ = 0 if X_val is X_tr else len(y_val)
         self.seed_ = seed
         return self
 
-    def _to_network(self, transfer, model):
-        kwargs = dict(self.transfer_params or {})
-        if model.__class__.__name__ == "FeatureModel" and self.transfer == "rbf":
-            raise ValueError(f"transfer='rbf' needs a kernel expansion; baseline="
-                             f"{self.baseline!r} fits random Fourier features")
-        try:
-            return transfer.to_network(model, kind=self.transfer, **kwargs)
-        except TypeError as exc:
-            raise ValueError(f"transfer_params: {exc}") from exc
-
-    def _checked_params(self) -> tuple[dict, dict]:
-        """Check every constructor argument; return (baseline config, train config)."""
+    def _checked_params(self) -> tuple[dict, dict, dict]:
+        """Check every constructor argument; return the config's baseline, transfer and
+        train sections."""
         from motifpipe.baselines import DEFAULTS as BASELINE_DEFAULTS
 
         name = type(self).__name__
@@ -236,10 +249,10 @@ class MotifMimicryRegressor(RegressorMixin, BaseEstimator):
                              f"{', '.join(TRANSFERS)}")
         from motifpipe.train import DEFAULTS as TRAIN_DEFAULTS
 
-        if not isinstance(self.protocol, str) or (
-                self.protocol != "adam" and "protocol" not in TRAIN_DEFAULTS):
-            raise ValueError(f"{name}: protocol={self.protocol!r} is not supported; "
-                             "supported: adam")
+        protocols = PROTOCOLS if "protocol" in TRAIN_DEFAULTS else ("adam",)
+        if self.protocol not in protocols:
+            raise ValueError(f"{name}: protocol={self.protocol!r} is not one of "
+                             f"{', '.join(protocols)}")
         checks = [
             ("max_epochs", "an integer >= 1", _is_int(self.max_epochs) and self.max_epochs >= 1),
             ("batch_size", "None or an integer >= 1",
@@ -255,6 +268,10 @@ class MotifMimicryRegressor(RegressorMixin, BaseEstimator):
             if not ok:
                 raise ValueError(f"{name}: {param} must be {expected}, "
                                  f"got {getattr(self, param)!r}")
+        if self.baseline == "rff":
+            raise ValueError(f"{name}: baseline='rff' (random Fourier features) has no "
+                             f"transfer yet; transfer={self.transfer!r} needs a kernel "
+                             "expansion: baseline auto, krr, svr or nystrom")
         params = {}
         for param in ("baseline_params", "transfer_params", "train_params"):
             value = getattr(self, param)
@@ -270,12 +287,22 @@ class MotifMimicryRegressor(RegressorMixin, BaseEstimator):
                 raise ValueError(f"{name}: baseline_params has unknown key {key!r}; known: "
                                  f"{', '.join(sorted(set(BASELINE_DEFAULTS) - {'kind'}))}")
         baseline_cfg["kind"] = self.baseline
+        transfer_cfg = params["transfer_params"]
+        for key, value in transfer_cfg.items():
+            if key not in TRANSFER_DEFAULTS:
+                raise ValueError(f"{name}: transfer_params has unknown key {key!r}; known: "
+                                 f"{', '.join(TRANSFER_DEFAULTS)}")
+            if not (_is_real(value) and value > 0):
+                raise ValueError(f"{name}: transfer_params[{key!r}] must be a number > 0, "
+                                 f"got {value!r}")
+        transfer_cfg = {**TRANSFER_DEFAULTS, **transfer_cfg}
         train_cfg = params["train_params"]
+        known = sorted(set(TRAIN_DEFAULTS) - set(_NAMED))
         for key, value in train_cfg.items():
-            if key not in _TRAIN_CHECKS:
-                raise ValueError(f"{name}: train_params has unknown key {key!r}; known: "
-                                 f"{', '.join(_TRAIN_CHECKS)} (the others are parameters)")
-            expected, ok = _TRAIN_CHECKS[key]
+            if key not in known:
+                why = "it is a parameter" if key in _NAMED else f"known: {', '.join(known)}"
+                raise ValueError(f"{name}: train_params has unknown key {key!r} ({why})")
+            expected, ok = _TRAIN_CHECKS.get(key, ("", lambda v: True))
             if not ok(value):
                 raise ValueError(f"{name}: train_params[{key!r}] must be {expected}, "
                                  f"got {value!r}")
@@ -283,9 +310,9 @@ class MotifMimicryRegressor(RegressorMixin, BaseEstimator):
                          batch_size=int(self.batch_size or DEFAULT_BATCH_SIZE),
                          transfer_lr=float(self.transfer_lr), patience=int(self.patience),
                          max_time_s=float(self.max_time_s))
-        if "protocol" in TRAIN_DEFAULTS:  # motifpipe.train checks the name
+        if "protocol" in TRAIN_DEFAULTS:
             train_cfg["protocol"] = self.protocol
-        return baseline_cfg, train_cfg
+        return baseline_cfg, transfer_cfg, train_cfg
 
     # ------------------------------------------------------------------ predict
 
@@ -310,13 +337,12 @@ class MotifMimicryRegressor(RegressorMixin, BaseEstimator):
 
 def _draw_seed(random_state) -> int:
     """An int random_state is the seed; otherwise draw one from the RandomState."""
-    if _is_int(random_state):
-        check_random_state(random_state)  # the ValueError for out-of-range ints
-        return int(random_state)
     try:
         rs = check_random_state(random_state)
     except ValueError as exc:
-        raise ValueError(f"random_state: {exc}") from None
+        raise ValueError(f"random_state: {exc}, got {random_state!r}") from None
+    if _is_int(random_state):
+        return int(random_state)
     return int(rs.randint(np.iinfo(np.int32).max))
 
 
@@ -335,6 +361,17 @@ def _split(X: np.ndarray, y: np.ndarray, fraction: float, seed: int):
     return X[~val], y[~val], X[val], y[val]
 
 
+@contextlib.contextmanager
+def _as_value_error(where: str):
+    """motifpipe's user errors (bad data, bad settings) as scikit-learn's ValueError."""
+    from motifpipe.errors import MotifpipeError
+
+    try:
+        yield
+    except MotifpipeError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+
+
 def _widest(net) -> int:
     """The widest layer of ``net``: units of an RBF net, out_features of Linear layers."""
     from torch import nn
@@ -349,8 +386,10 @@ def _widest(net) -> int:
 def _quiet(fn, *args, **kwargs):
     """Call ``fn`` without Lightning's warnings about small data and loader workers."""
     with warnings.catch_warnings():
-        for pattern in (".*log_every_n_steps.*", ".*smaller than the logging interval.*",
-                        ".*does not have many workers.*", ".*`srun` command is available.*"):
+        # motifpipe.train filters these at import, but a filter added inside someone's
+        # warnings.catch_warnings() (pytest runs every test in one) ends with it.
+        for pattern in (".*does not have many workers.*", ".*LeafSpec.*",
+                        ".*`srun` command is available.*"):
             warnings.filterwarnings("ignore", message=pattern)
         return fn(*args, **kwargs)
 
