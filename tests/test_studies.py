@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import yaml
 
-from motifpipe import baselines, config, data, train, transfer
-
 from conftest import ROOT
+from motifpipe import baselines, config, data, train, transfer
 
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
 SPEED = config.validate(yaml.safe_load((ROOT / "config/studies/mimicry_speed.yaml").read_text()),
