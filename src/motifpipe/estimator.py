@@ -211,7 +211,7 @@ class MotifMimicryRegressor(RegressorMixin, BaseEstimator):
                 transfer_s = time.perf_counter() - t0
                 fid = transfer.fidelity(net, model, X_val)
                 fid32 = transfer.fidelity(copy.deepcopy(net).float(), model, X_val)
-                stages._check_fidelity({"kind": self.transfer, **transfer_cfg},
+                stages.check_fidelity({"kind": self.transfer, **transfer_cfg},
                                        {f"fidelity_{k}": v for k, v in fid.items()}, fid32)
             data = Dataset(X=np.concatenate([X_tr, X_val]), y=np.concatenate([y_tr, y_val]),
                            f=None, split=np.repeat(np.array([0, 1], dtype=np.int8),

@@ -126,7 +126,7 @@ def run_transfer(model_path: Path, data_path: Path, cfg: dict, tracking_path: Pa
         run.log_metrics([{"epoch": 0, **fid, "transfer_s": transfer_s,
                           "n_params": arch["n_params"]}])
         run.set_tags({f"arch.{k}": v for k, v in arch.items()})
-        _check_fidelity(cfg, fid, fid32)
+        check_fidelity(cfg, fid, fid32)
         transfer.save_network(net.double(), out_net, {"transfer_s": transfer_s})
         write_json(out_json, {**wc, **fid, "transfer_s": transfer_s, "architecture": arch,
                               "mlflow_run_id": run.run_id})
@@ -136,7 +136,7 @@ def run_transfer(model_path: Path, data_path: Path, cfg: dict, tracking_path: Pa
                  run.run_id)
 
 
-def _check_fidelity(cfg: dict, fid: dict, fid32: dict) -> None:
+def check_fidelity(cfg: dict, fid: dict, fid32: dict) -> None:
     """Exact kinds: relative error in float64 and float32; relu: max abs error <= tol."""
     if cfg["kind"] == "relu":
         if fid["fidelity_max_abs"] > cfg["tol"]:
