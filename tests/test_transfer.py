@@ -139,3 +139,19 @@ def test_reinitialise_keeps_the_architecture():
     fresh = transfer.reinitialise(net, np.zeros((5, 3)), seed=1)
     assert transfer.architecture(fresh) == before
     assert not torch.equal(fresh[0].weight, w0)
+
+
+def test_cos_transfer_is_exact_for_random_features(tmp_path, small_ds):
+    from motifpipe import baselines
+
+    X, y, _ = small_ds.part("train")
+    Xv, yv, _ = small_ds.part("val")
+    rff = baselines.fit_baseline(X, y, Xv, yv, {"kind": "rff", "features": 64}, seed=0)
+    net = transfer.to_network(rff, kind="cos")
+    assert transfer.fidelity(net, rff, Xv)["max_abs"] < 1e-10
+    assert transfer.architecture(net)["widths"] == [64]
+    transfer.save_network(net, tmp_path / "cos.st")
+    back, _ = transfer.load_network(tmp_path / "cos.st")
+    assert transfer.fidelity(back.double(), rff, Xv)["max_abs"] < 1e-10
+    with pytest.raises(MotifpipeError, match="transfers with transfer.kind 'cos' only"):
+        transfer.to_network(rff)

@@ -84,6 +84,30 @@ class RBFNet(nn.Module):
         return self.w.square().sum()
 
 
+class CosNet(nn.Module):
+    """``Linear -> cos -> Linear``, ``(n, D) -> (n,)``: exact for random-Fourier-feature ridge."""
+
+    def __init__(self, dim: int, features: int):
+        super().__init__()
+        self.features = nn.Linear(dim, features)
+        self.head = nn.Linear(features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cos(self.features(x))).squeeze(-1)
+
+
+def _cos_network(model) -> CosNet:
+    """Copy a fitted ``FeatureModel`` (W (F, D), phase (F,), coef (F,)) into a CosNet."""
+    W = torch.as_tensor(np.asarray(model.W, dtype=np.float64))
+    net = CosNet(W.shape[1], W.shape[0]).double()
+    with torch.no_grad():
+        net.features.weight.copy_(W)
+        net.features.bias.copy_(torch.as_tensor(np.asarray(model.phase, dtype=np.float64)))
+        net.head.weight.copy_(torch.as_tensor(np.asarray(model.coef, dtype=np.float64))[None])
+        net.head.bias.fill_(float(model.intercept))
+    return net
+
+
 class MLP(nn.Sequential):
     """A plain ReLU MLP ``(n, D) -> (n,)`` with ``depth`` hidden layers of ``width`` units."""
 
@@ -132,12 +156,21 @@ def to_network(model, kind: str = "rbf", tol: float | None = None,
 
     ``model``: a :class:`motifpipe.baselines.KernelModel`, or a fitted scikit-learn
     ``KernelRidge``/``SVR`` with ``kernel="rbf"``. ``kind="rbf"`` is exact;
+    ``kind="cos"`` is exact for a random-feature ``FeatureModel``;
     ``kind="relu"`` is a plain Linear/ReLU network within ``tol`` of the model on
     ``domain`` (``(lo, hi)`` arrays; see :mod:`motifpipe.relu`).
     """
     model = from_sklearn(model)
-    if kind not in ("rbf", "relu"):
-        raise MotifpipeError(f"transfer kind {kind!r} is not supported; supported: rbf, relu")
+    if kind not in ("rbf", "relu", "cos"):
+        raise MotifpipeError(
+            f"transfer kind {kind!r} is not supported; supported: rbf, relu, cos")
+    is_rff = hasattr(model, "W") and hasattr(model, "phase")
+    if is_rff != (kind == "cos"):
+        raise MotifpipeError(
+            "a random-feature (rff) baseline transfers with transfer.kind 'cos' only"
+            if is_rff else "transfer.kind 'cos' needs a random-feature (rff) baseline")
+    if kind == "cos":
+        return _cos_network(model)
     if getattr(model, "kernel", None) not in SUPPORTED_KERNELS:
         raise MotifpipeError(
             f"kernel {getattr(model, 'kernel', None)!r} cannot be transferred to {kind!r}; "
@@ -210,6 +243,9 @@ def architecture(net: nn.Module) -> dict:
     if isinstance(net, MLP):
         return {"kind": "mlp", "dim": net.dim, "depth": net.depth,
                 "widths": [net.width] * net.depth, "n_params": n_params}
+    if isinstance(net, CosNet):
+        return {"kind": "cos", "dim": net.features.in_features, "depth": 2,
+                "widths": [net.features.out_features], "n_params": n_params}
     if isinstance(net, nn.Sequential):
         from motifpipe.relu import relu_architecture
 
@@ -233,12 +269,15 @@ def load_network(path: str | Path) -> tuple[nn.Module, dict]:
         net: nn.Module = RBFNet(c, 1.0, torch.zeros(len(c), dtype=c.dtype), 0.0)
     elif arch.get("kind") == "mlp":
         net = MLP(arch["dim"], arch["depth"], arch["widths"][0] if arch["widths"] else 1)
+    elif arch.get("kind") == "cos":
+        net = CosNet(arch["dim"], arch["widths"][0])
     elif arch.get("kind") == "relu":
         from motifpipe.relu import relu_skeleton
 
         net = relu_skeleton(arch["dim"], arch["widths"])
     else:
         raise MotifpipeError(f"{path}: unknown network architecture {arch.get('kind')!r}")
+    net = net.double()  # saved in float64; training casts to its own precision
     state = net.state_dict()
     # safetensors stores 0-d tensors (log_gamma, bias) as shape (1,).
     arrays = {k: v.reshape(state[k].shape) if k in state and v.size == state[k].numel() == 1
