@@ -174,3 +174,21 @@ def test_train_jobs_ask_for_a_gpu_only_when_configured(tmp_path):
     for job in train:
         wants_gpu = "arm=mlp" in job
         assert ("gpu=1" in job) == wants_gpu, job
+
+
+def test_table_task_file_is_an_input_of_generate(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    copy_workflow(tmp_path)
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"a": rng.random(60), "b": rng.random(60), "y": rng.random(60)}).to_csv(
+        tmp_path / "mydata.csv", index=False)
+    cfg = yaml.safe_load((tmp_path / "config/smoke.yaml").read_text())
+    cfg["tasks"] = {"mine": {"generator": "table", "n": 60,
+                             "params": {"path": "mydata.csv", "target": "y"}}}
+    (tmp_path / "table.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, "--configfile", "table.yaml", "-n", "--printshellcmds")
+    assert out.returncode == 0, out.stderr[-2000:]
+    generate = next(j for j in out.stdout.split("\n\n") if "rule generate:" in j)
+    assert "input: mydata.csv" in generate

@@ -54,6 +54,12 @@ def curves(wildcards=None):
     ]
 
 
+def task_files(wildcards):
+    """A `table` task reads a user's file: an input, so that editing it reruns the study."""
+    params = config["tasks"][wildcards.task].get("params", {})
+    return [params["path"]] if "path" in params else []
+
+
 def train_inputs(wildcards):
     inputs = {
         "data": f"{JOB}/data.safetensors",

@@ -16,6 +16,8 @@ rule init_tracking:
 
 
 rule generate:
+    input:
+        task_files,
     output:
         f"{JOB}/data.safetensors",
     log:
