@@ -279,5 +279,16 @@ def test_baseline_errors_become_value_errors():
     X = np.ones((6, 2))  # identical points: no median heuristic for the kernel width
     with pytest.raises(ValueError, match="identical"):
         small().fit(X, np.arange(6.0))
-    with pytest.raises(ValueError, match="random Fourier"):
+    with pytest.raises(ValueError, match="transfers with transfer='cos'"):
         small(baseline="rff").fit(np.random.default_rng(0).normal(size=(8, 2)), np.ones(8))
+
+
+def test_random_features_transfer_through_cos():
+    rng = np.random.default_rng(0)
+    X = rng.random((120, 2))
+    y = np.sin(4 * X[:, 0]) + 0.05 * rng.normal(size=120)
+    est = small(baseline="rff", transfer="cos",
+                baseline_params={"features": 64, "gamma_factors": [1.0],
+                                 "lambda_grid": [1e-3]}).fit(X, y)
+    assert est.fidelity_["max_abs"] < 1e-6
+    assert est.predict(X).shape == (120,)

@@ -192,8 +192,11 @@ class _NumpyBackend:
 
     def cholesky(self, A):
         """Lower Cholesky factor, or None when A is not numerically positive definite."""
+        # A is symmetric, so A.T is the same matrix in the Fortran order LAPACK factors in
+        # place: no n x n copy. Its upper factor U (A = U^T U) read transposed is L.
+        F = A.T if A.flags.c_contiguous else A
         try:
-            return scipy.linalg.cholesky(A, lower=True, overwrite_a=True, check_finite=False)
+            return scipy.linalg.cholesky(F, lower=False, overwrite_a=True, check_finite=False).T
         except np.linalg.LinAlgError:
             return None
 

@@ -34,7 +34,7 @@ from sklearn.utils.validation import check_is_fitted, check_random_state, valida
 #: Baseline kinds of ``motifpipe.baselines.fit_baseline`` (its config's ``kind``).
 BASELINES = ("auto", "krr", "svr", "nystrom", "rff")
 #: Transfer kinds of ``motifpipe.transfer.to_network``.
-TRANSFERS = ("rbf", "relu")
+TRANSFERS = ("rbf", "relu", "cos")
 #: The mini-batch size when ``batch_size=None``: the default study's mimicry arm
 #: (``arm_train.mimicry.batch_size`` in config/config.yaml). Every step of an RBF net
 #: refactors the m x m kernel matrix of its centres, so few large steps win.
@@ -81,11 +81,11 @@ class MotifMimicryRegressor(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    baseline : {"auto", "krr", "svr", "nystrom"}, default="auto"
+    baseline : {"auto", "krr", "svr", "nystrom", "rff"}, default="auto"
         Convex baseline (``motifpipe.baselines``); ``auto`` is exact kernel ridge up to
         ``baseline_params["auto_threshold"]`` (5000) training points, Nyström above.
-        (``rff``, random-feature ridge, is refused until a transfer takes it.)
-    transfer : {"rbf", "relu"}, default="rbf"
+        ``rff`` (random-feature ridge) goes with ``transfer="cos"`` and only with it.
+    transfer : {"rbf", "relu", "cos"}, default="rbf"
         Analytic transfer (``motifpipe.transfer.to_network``). ``rbf``: exact, Gaussian
         units with a whitened linear head. ``relu``: a plain Linear/ReLU network within
         ``transfer_params["tol"]`` of the baseline on the bounding box of the fitted
@@ -268,10 +268,10 @@ class MotifMimicryRegressor(RegressorMixin, BaseEstimator):
             if not ok:
                 raise ValueError(f"{name}: {param} must be {expected}, "
                                  f"got {getattr(self, param)!r}")
-        if self.baseline == "rff":
-            raise ValueError(f"{name}: baseline='rff' (random Fourier features) has no "
-                             f"transfer yet; transfer={self.transfer!r} needs a kernel "
-                             "expansion: baseline auto, krr, svr or nystrom")
+        if (self.baseline == "rff") != (self.transfer == "cos"):
+            raise ValueError(f"{name}: baseline={self.baseline!r} with transfer="
+                             f"{self.transfer!r}: random-feature ridge (baseline='rff') "
+                             "transfers with transfer='cos', and 'cos' needs baseline='rff'")
         params = {}
         for param in ("baseline_params", "transfer_params", "train_params"):
             value = getattr(self, param)

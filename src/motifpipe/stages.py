@@ -84,7 +84,8 @@ def run_fit_baseline(data_path: Path, cfg: dict, tracking_path: Path, wc: dict,
         metrics = _kernel_metrics(model, ds)
         info = model.info
         run.log_metrics([{"epoch": 0, **metrics, "fit_time_s": info["fit_time_s"],
-                          "gamma": model.gamma, "lam": info.get("lam", np.nan)}])
+                          "gamma": model.gamma, "lam": info.get("lam", np.nan),
+                          "selection_score": info.get("score", np.nan)}])
         run.set_tags({"solver": info.get("solver", cfg.get("kind", ""))})
         with tempfile.TemporaryDirectory() as tmp:
             selection = Path(tmp) / "selection.json"
