@@ -97,3 +97,27 @@ def test_lr_search_is_charged_to_the_arm(small_ds):
     assert set(res["lr_scores"]) == {1e-4, 1e-2}
     assert res["lr"] == min(res["lr_scores"], key=res["lr_scores"].get)
     assert res["curve"][0]["time_s"] >= res["search_s"] > 0
+
+
+def test_out_of_memory_names_the_batch_size(small_ds):
+    from motifpipe.errors import MotifpipeError
+
+    class Greedy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20 GiB")
+
+    msg = r"out of device memory at train.batch_size=32; lower it"
+    with pytest.raises(MotifpipeError, match=msg):
+        train.train_arm(Greedy(), small_ds, CFG, seed=0, transferred=False)
+
+
+def test_unknown_protocol_is_named(small_ds):
+    from motifpipe.errors import MotifpipeError
+
+    with pytest.raises(MotifpipeError, match="train.protocol 'sgd'"):
+        train.train_arm(transfer.MLP(2, 1, 4), small_ds, CFG | {"protocol": "sgd"}, seed=0,
+                        transferred=False)
