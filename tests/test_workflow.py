@@ -192,3 +192,22 @@ def test_table_task_file_is_an_input_of_generate(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     generate = next(j for j in out.stdout.split("\n\n") if "rule generate:" in j)
     assert "input: mydata.csv" in generate
+
+
+@pytest.mark.slow
+def test_group_arms_trains_every_arm_in_one_job(tmp_path):
+    copy_workflow(tmp_path)
+    cfg = yaml.safe_load((tmp_path / "config/smoke.yaml").read_text()) | {"group_arms": True}
+    (tmp_path / "grouped.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, "--configfile", "grouped.yaml")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "train_arms" in out.stderr and "rule train:" not in out.stderr
+    assert [p.name for p in (tmp_path / "logs/smoke/train").iterdir()] == [
+        "nonsmooth2d_n300_seed0.log"]
+    summary = pd.read_csv(tmp_path / "results/smoke/summary.csv")
+    assert sorted(summary["arm"]) == ["kernel", "mimicry", "mlp", "scratch"]
+    c = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = c.search_runs([c.get_experiment_by_name("motifpipe/smoke").experiment_id],
+                         filter_string="tags.rule = 'train'")
+    assert sorted(r.data.tags["arm"] for r in runs) == ["mimicry", "mlp", "scratch"]
+    assert {r.info.status for r in runs} == {"FINISHED"}

@@ -66,19 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-net", type=Path, required=True)
     p.add_argument("--out-json", type=Path, required=True)
 
-    p = sub.add_parser("train", help="retrain one arm with Lightning")
+    p = sub.add_parser("train", help="retrain arms with Lightning (one MLflow run each)")
     _job(p)
-    p.add_argument("--arm", required=True, choices=["mimicry", "scratch", "mlp"])
+    p.add_argument("--arm", required=True, action="append", choices=["mimicry", "scratch", "mlp"],
+                   help="an arm to train; repeat to train several in this process")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--baseline", type=Path, required=True)
-    p.add_argument("--network", type=Path, help="transferred network (mimicry arm)")
-    p.add_argument("--params", type=_json, required=True, help="config['train'] (JSON)")
+    p.add_argument("--network", type=Path, help="transferred network (mimicry, scratch)")
+    p.add_argument("--params", type=_json, required=True,
+                   help="train settings per arm (JSON: {arm: config['train'] merged})")
     p.add_argument("--mlp", type=_json, default={}, help="config['mlp'] (JSON)")
     p.add_argument("--tracking", type=Path, required=True)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out-net", type=Path, required=True)
-    p.add_argument("--out-curve", type=Path, required=True)
-    p.add_argument("--out-json", type=Path, required=True)
+    p.add_argument("--out-dir", type=Path, required=True,
+                   help="writes <arm>.safetensors, <arm>.curve.csv, <arm>.json here")
 
     p = sub.add_parser("evaluate", help="join job results into summary.csv")
     p.add_argument("results", type=Path, nargs="+", help="per-job result JSON files")
@@ -110,11 +111,11 @@ def dispatch(args: argparse.Namespace) -> None:
         stages.run_transfer(args.baseline, args.data, args.params, args.tracking, wc,
                             args.out_net, args.out_json)
     elif args.stage == "train":
-        if args.arm in ("mimicry", "scratch") and args.network is None:
-            raise MotifpipeError(f"train --arm {args.arm} needs --network (the transferred net)")
+        needs = [a for a in args.arm if a in ("mimicry", "scratch")]
+        if needs and args.network is None:
+            raise MotifpipeError(f"train --arm {needs[0]} needs --network (the transferred net)")
         stages.run_train(args.arm, args.data, args.baseline, args.network, args.params,
-                         args.mlp, args.tracking, wc, args.threads, args.out_net,
-                         args.out_curve, args.out_json)
+                         args.mlp, args.tracking, wc, args.threads, args.out_dir)
     elif args.stage == "evaluate":
         stages.run_evaluate(args.results, args.out)
     elif args.stage == "report":

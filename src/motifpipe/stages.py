@@ -173,17 +173,33 @@ def _initial_net(arm: str, ds, baseline_path: Path, net_path: Path | None,
     raise MotifpipeError(f"unknown arm {arm!r}; expected mimicry, scratch or mlp")
 
 
-def run_train(arm: str, data_path: Path, baseline_path: Path, net_path: Path | None,
-              cfg: dict, mlp_cfg: dict, tracking_path: Path, wc: dict, threads: int,
-              out_net: Path, out_curve: Path, out_json: Path) -> None:
-    """Retrain one arm with Lightning; log the curve in batches; write weights and curve."""
-    import pandas as pd
+def run_train(arms: list[str], data_path: Path, baseline_path: Path, net_path: Path | None,
+              cfgs: dict[str, dict], mlp_cfg: dict, tracking_path: Path, wc: dict,
+              threads: int, out_dir: Path) -> None:
+    """Retrain arms one after the other in this process, one MLflow run each.
+
+    Writes ``out_dir/<arm>.safetensors``, ``.curve.csv`` and ``.json`` per arm.
+    Several arms per process share the ~6 s of imports a training job pays.
+    """
     import torch
+
+    torch.set_num_threads(max(1, threads))
+    missing = [arm for arm in arms if arm not in cfgs]
+    if missing:
+        raise MotifpipeError(f"train --params has no settings for arm {missing[0]!r}")
+    for arm in arms:
+        _train_one(arm, data_path, baseline_path, net_path, cfgs[arm], mlp_cfg,
+                   tracking_path, wc, Path(out_dir))
+
+
+def _train_one(arm, data_path, baseline_path, net_path, cfg, mlp_cfg, tracking_path, wc,
+               out_dir: Path) -> None:
+    import pandas as pd
 
     from motifpipe import baselines, data, train, transfer
 
-    torch.set_num_threads(max(1, threads))
     tracking = read_json(tracking_path)
+    out_net, out_curve = out_dir / f"{arm}.safetensors", out_dir / f"{arm}.curve.csv"
     tags = _job_tags("train", tracking["study"], arm=arm, **wc)
     with _run(tracking, f"{arm} {wc['task']} n={wc['n']} seed={wc['seed']}", tags) as run:
         run.log_params({"train": cfg, "mlp": mlp_cfg if arm == "mlp" else {}, "arm": arm})
@@ -208,9 +224,10 @@ def run_train(arm: str, data_path: Path, baseline_path: Path, net_path: Path | N
         run.log_artifact(out_net, "model")
         keys = ("val_mse", "test_mse", "excess_risk", "wall_time_s", "epochs", "best_epoch",
                 "lr")
-        write_json(out_json, {**wc, "study": tracking["study"], "arm": arm,
-                              **{k: res[k] for k in keys}, "n_params": arch["n_params"],
-                              "curve": str(out_curve), "mlflow_run_id": run.run_id})
+        write_json(out_dir / f"{arm}.json",
+                   {**wc, "study": tracking["study"], "arm": arm,
+                    **{k: res[k] for k in keys}, "n_params": arch["n_params"],
+                    "curve": str(out_curve), "mlflow_run_id": run.run_id})
         log.info("train %s: %d epochs (best %d) in %.1f s on %s/%s; val MSE %.4g, test MSE"
                  " %.4g; MLflow run %s", arm, res["epochs"], res["best_epoch"],
                  res["wall_time_s"], res["device"], res["precision"], res["val_mse"],

@@ -60,15 +60,27 @@ def task_files(wildcards):
     return [params["path"]] if "path" in params else []
 
 
+def arm_settings(arms):
+    """The train settings of each arm, as the CLI's --params JSON."""
+    return as_json({arm: train_config(config, arm) for arm in arms})
+
+
+def wants_gpu(arms):
+    return int(any(train_config(config, a)["accelerator"] == "gpu" for a in arms))
+
+
+def network_flag(wildcards, input):
+    return f"--network {input.network}" if "network" in input.keys() else ""
+
+
 def train_inputs(wildcards):
     inputs = {
         "data": f"{JOB}/data.safetensors",
         "baseline": f"{JOB}/baseline.safetensors",
         "tracking": f"{RESULTS}/tracking.json",
     }
-    if wildcards.arm in (
-        "mimicry",
-        "scratch",
-    ):  # scratch copies the transfer's architecture
+    arms = [wildcards.arm] if "arm" in wildcards.keys() else config["arms"]
+    # mimicry starts from the transfer; scratch copies its architecture
+    if {"mimicry", "scratch"} & set(arms):
         inputs["network"] = f"{JOB}/network.safetensors"
     return inputs

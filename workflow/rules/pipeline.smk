@@ -88,35 +88,70 @@ rule transfer:
         " --out-net {output.net} --out-json {output.result} > {log} 2>&1"
 
 
-rule train:
-    input:
-        unpack(train_inputs),
-    output:
-        net=f"{JOB}/train/{{arm}}.safetensors",
-        curve=f"{JOB}/train/{{arm}}.curve.csv",
-        result=f"{JOB}/train/{{arm}}.json",
-    log:
-        f"logs/{STUDY}/train/{{task}}_n{{n}}_seed{{seed}}_{{arm}}.log",
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
-        gpu=lambda wc: 1 if train_config(config, wc.arm)["accelerator"] == "gpu" else 0,
-    params:
-        train=lambda w: as_json(train_config(config, w.arm)),
-        mlp=lambda w: as_json(config["mlp"]),
-        network=lambda w, input: (
-            f"--network {input.network}" if "network" in input.keys() else ""
-        ),
-    shell:
-        "python -m motifpipe train --arm {wildcards.arm} --task {wildcards.task}"
-        " --n {wildcards.n} --seed {wildcards.seed} --data {input.data}"
-        " --baseline {input.baseline} {params.network} --params {params.train:q}"
-        " --mlp {params.mlp:q} --tracking {input.tracking} --threads {threads}"
-        " --out-net {output.net} --out-curve {output.curve}"
-        " --out-json {output.result} > {log} 2>&1"
+if not config["group_arms"]:
+
+    rule train:
+        input:
+            unpack(train_inputs),
+        output:
+            net=f"{JOB}/train/{{arm}}.safetensors",
+            curve=f"{JOB}/train/{{arm}}.curve.csv",
+            result=f"{JOB}/train/{{arm}}.json",
+        log:
+            f"logs/{STUDY}/train/{{task}}_n{{n}}_seed{{seed}}_{{arm}}.log",
+        conda:
+            ENV
+        threads: 1
+        resources:
+            mem_mb=lambda wc, attempt: 4000 * attempt,
+            runtime=lambda wc, attempt: 120 * attempt,
+            gpu=lambda wc: wants_gpu([wc.arm]),
+        params:
+            train=lambda w: arm_settings([w.arm]),
+            mlp=lambda w: as_json(config["mlp"]),
+            network=network_flag,
+            out_dir=lambda w, output: os.path.dirname(output.result),
+        shell:
+            "python -m motifpipe train --arm {wildcards.arm} --task {wildcards.task}"
+            " --n {wildcards.n} --seed {wildcards.seed} --data {input.data}"
+            " --baseline {input.baseline} {params.network} --params {params.train:q}"
+            " --mlp {params.mlp:q} --tracking {input.tracking} --threads {threads}"
+            " --out-dir {params.out_dir} > {log} 2>&1"
+
+else:
+
+    # One job per (task, n, seed) trains every arm in turn: the ~6 s of imports and
+    # MLflow set-up a training process pays is paid once instead of once per arm.
+    rule train_arms:
+        input:
+            unpack(train_inputs),
+        output:
+            [
+                f"{JOB}/train/{arm}.{ext}"
+                for arm in config["arms"]
+                for ext in ("safetensors", "curve.csv", "json")
+            ],
+        log:
+            f"logs/{STUDY}/train/{{task}}_n{{n}}_seed{{seed}}.log",
+        conda:
+            ENV
+        threads: 1
+        resources:
+            mem_mb=lambda wc, attempt: 4000 * attempt,
+            runtime=lambda wc, attempt: 120 * len(config["arms"]) * attempt,
+            gpu=lambda wc: wants_gpu(config["arms"]),
+        params:
+            arms=" ".join(f"--arm {arm}" for arm in config["arms"]),
+            train=lambda w: arm_settings(config["arms"]),
+            mlp=lambda w: as_json(config["mlp"]),
+            network=network_flag,
+            out_dir=lambda w, output: os.path.dirname(output[0]),
+        shell:
+            "python -m motifpipe train {params.arms} --task {wildcards.task}"
+            " --n {wildcards.n} --seed {wildcards.seed} --data {input.data}"
+            " --baseline {input.baseline} {params.network} --params {params.train:q}"
+            " --mlp {params.mlp:q} --tracking {input.tracking} --threads {threads}"
+            " --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule evaluate:
