@@ -19,12 +19,10 @@ Top-level imports are numpy and scikit-learn only; torch and Lightning are impor
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import numbers
 import os
 import random
-import time
 import warnings
 
 import numpy as np
@@ -195,7 +193,7 @@ class MotifMimicryRegressor(RegressorMixin, BaseEstimator):
                              ensure_min_samples=2)
         X_tr, y_tr, X_val, y_val = _split(X, y, self.validation_fraction, seed)
 
-        from motifpipe import baselines, stages, train, transfer
+        from motifpipe import baselines, train, transfer
         from motifpipe.data import Dataset
 
         name = type(self).__name__
@@ -205,14 +203,10 @@ class MotifMimicryRegressor(RegressorMixin, BaseEstimator):
             # As stages.run_transfer: the relu construction's domain is the data's box,
             # and the fidelity is checked, in float64 and float32, before training.
             with _as_value_error(f"{name}, transfer (transfer_params)"):
-                t0 = time.perf_counter()
-                net = transfer.to_network(model, kind=self.transfer, tol=transfer_cfg["tol"],
-                                          domain=(X.min(axis=0), X.max(axis=0)))
-                transfer_s = time.perf_counter() - t0
-                fid = transfer.fidelity(net, model, X_val)
-                fid32 = transfer.fidelity(copy.deepcopy(net).float(), model, X_val)
-                stages.check_fidelity({"kind": self.transfer, **transfer_cfg},
-                                       {f"fidelity_{k}": v for k, v in fid.items()}, fid32)
+                net, fid, fid32, transfer_s = transfer.measured_transfer(
+                    model, {"kind": self.transfer, **transfer_cfg}, X_val,
+                    (X.min(axis=0), X.max(axis=0)))
+                transfer.check_fidelity({"kind": self.transfer, **transfer_cfg}, fid, fid32)
             data = Dataset(X=np.concatenate([X_tr, X_val]), y=np.concatenate([y_tr, y_val]),
                            f=None, split=np.repeat(np.array([0, 1], dtype=np.int8),
                                                    [len(y_tr), len(y_val)]),

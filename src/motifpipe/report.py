@@ -16,6 +16,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import yaml  # noqa: E402
 
+from motifpipe.evaluate import SCRATCH_SLACK, speedups  # noqa: E402
 from motifpipe.io import atomic_path  # noqa: E402
 
 ARM_ORDER = ["kernel", "mimicry", "scratch", "mlp"]
@@ -104,8 +105,6 @@ def render_html(config: dict, summary: pd.DataFrame, figures: dict[str, Path]) -
     versions = "".join(f"<li>{html.escape(k)} {html.escape(v)}</li>"
                        for k, v in _versions().items())
     figs = "".join(_img(p, FIGURES.get(name, name)) for name, p in figures.items())
-    from motifpipe.evaluate import SCRATCH_SLACK, speedups
-
     speed = speedups(summary) if "speedup_vs_scratch" in summary else pd.DataFrame()
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>

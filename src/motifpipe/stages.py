@@ -7,11 +7,9 @@ FAILED run. The CLI (``python -m motifpipe <stage>``) maps arguments onto these.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -105,8 +103,6 @@ def run_fit_baseline(data_path: Path, cfg: dict, tracking_path: Path, wc: dict,
 def run_transfer(model_path: Path, data_path: Path, cfg: dict, tracking_path: Path,
                  wc: dict, out_net: Path, out_json: Path) -> None:
     """Transfer the baseline into a network and check its fidelity before training."""
-    import torch
-
     from motifpipe import baselines, data, transfer
 
     tracking = read_json(tracking_path)
@@ -116,51 +112,30 @@ def run_transfer(model_path: Path, data_path: Path, cfg: dict, tracking_path: Pa
         model = baselines.load_model(model_path)
         ds = data.load_dataset(data_path)
         domain = (ds.X.min(axis=0), ds.X.max(axis=0))  # every split, for the relu bound
-        t0 = time.perf_counter()
-        net = transfer.to_network(model, kind=cfg["kind"], tol=cfg.get("tol"), domain=domain)
-        transfer_s = time.perf_counter() - t0
-        Xv, _, _ = ds.part("val")
-        fid = {f"fidelity_{k}": v for k, v in transfer.fidelity(net, model, Xv).items()}
-        fid32 = transfer.fidelity(copy.deepcopy(net).to(torch.float32), model, Xv)
+        net, fid64, fid32, transfer_s = transfer.measured_transfer(
+            model, cfg, ds.part("val")[0], domain)
+        fid = {f"fidelity_{k}": v for k, v in fid64.items()}
         fid.update({f"fidelity32_{k}": v for k, v in fid32.items()})
         arch = transfer.architecture(net)
         run.log_metrics([{"epoch": 0, **fid, "transfer_s": transfer_s,
                           "n_params": arch["n_params"]}])
         run.set_tags({f"arch.{k}": v for k, v in arch.items()})
-        check_fidelity(cfg, fid, fid32)
-        transfer.save_network(net.double(), out_net, {"transfer_s": transfer_s})
+        transfer.check_fidelity(cfg, fid64, fid32)
+        transfer.save_network(net, out_net, {"transfer_s": transfer_s})
         write_json(out_json, {**wc, **fid, "transfer_s": transfer_s, "architecture": arch,
                               "mlflow_run_id": run.run_id})
         log.info("transfer %s: %d parameters, fidelity max abs %.2e, max rel %.2e (float64),"
                  " max rel %.2e (float32); MLflow run %s", cfg["kind"], arch["n_params"],
-                 fid["fidelity_max_abs"], fid["fidelity_max_rel"], fid32["max_rel"],
-                 run.run_id)
+                 fid64["max_abs"], fid64["max_rel"], fid32["max_rel"], run.run_id)
 
 
-def check_fidelity(cfg: dict, fid: dict, fid32: dict) -> None:
-    """Exact kinds: relative error in float64 and float32; relu: max abs error <= tol."""
-    if cfg["kind"] == "relu":
-        if fid["fidelity_max_abs"] > cfg["tol"]:
-            raise MotifpipeError(f"relu transfer error {fid['fidelity_max_abs']:.2e} exceeds "
-                                 f"transfer.tol={cfg['tol']:g}")
-        return
-    worst = max(fid["fidelity_max_rel"], fid32["max_rel"])
-    if worst > cfg["max_rel_error"]:
-        raise MotifpipeError(
-            f"transfer fidelity {worst:.2e} (max |net - baseline| / (1 + max|baseline|)) "
-            f"exceeds transfer.max_rel_error={cfg['max_rel_error']:g}"
-        )
-
-
-def _initial_net(arm: str, ds, baseline_path: Path, net_path: Path | None,
-                 mlp_cfg: dict, seed: int):
+def _initial_net(arm: str, ds, model, net_path: Path | None, mlp_cfg: dict, seed: int):
     """The starting network of an arm and the seconds charged before training."""
-    from motifpipe import baselines, transfer
+    from motifpipe import transfer
 
     X, _, _ = ds.part("train")
     if arm == "mimicry":
         net, meta = transfer.load_network(net_path)
-        model = baselines.load_model(baseline_path)
         return net, model.info["fit_time_s"] + meta.get("transfer_s", 0.0)
     if arm == "scratch":  # the transferred architecture, randomly initialised
         net, _ = transfer.load_network(net_path)
@@ -183,29 +158,30 @@ def run_train(arms: list[str], data_path: Path, baseline_path: Path, net_path: P
     """
     import torch
 
+    from motifpipe import baselines, data
+
     torch.set_num_threads(max(1, threads))
     missing = [arm for arm in arms if arm not in cfgs]
     if missing:
         raise MotifpipeError(f"train --params has no settings for arm {missing[0]!r}")
+    tracking = read_json(tracking_path)
+    ds = data.load_dataset(data_path)
+    model = baselines.load_model(baseline_path)
     for arm in arms:
-        _train_one(arm, data_path, baseline_path, net_path, cfgs[arm], mlp_cfg,
-                   tracking_path, wc, Path(out_dir))
+        _train_one(arm, ds, model, net_path, cfgs[arm], mlp_cfg, tracking, wc, Path(out_dir))
 
 
-def _train_one(arm, data_path, baseline_path, net_path, cfg, mlp_cfg, tracking_path, wc,
-               out_dir: Path) -> None:
+def _train_one(arm, ds, model, net_path, cfg, mlp_cfg, tracking, wc, out_dir: Path) -> None:
     import pandas as pd
 
-    from motifpipe import baselines, data, train, transfer
+    from motifpipe import train, transfer
 
-    tracking = read_json(tracking_path)
     out_net, out_curve = out_dir / f"{arm}.safetensors", out_dir / f"{arm}.curve.csv"
     tags = _job_tags("train", tracking["study"], arm=arm, **wc)
     with _run(tracking, f"{arm} {wc['task']} n={wc['n']} seed={wc['seed']}", tags) as run:
         run.log_params({"train": cfg, "mlp": mlp_cfg if arm == "mlp" else {}, "arm": arm})
-        ds = data.load_dataset(data_path)
-        net, offset = _initial_net(arm, ds, baseline_path, net_path, mlp_cfg, wc["seed"])
-        lam = baselines.load_model(baseline_path).info.get("lam", 0.0) or 0.0
+        net, offset = _initial_net(arm, ds, model, net_path, mlp_cfg, wc["seed"])
+        lam = model.info.get("lam", 0.0) or 0.0
         res = train.train_arm(net, ds, cfg, wc["seed"], transferred=arm == "mimicry",
                               penalty=lam if arm in ("mimicry", "scratch") else 0.0,
                               time_offset_s=offset, flush=run.log_metrics)

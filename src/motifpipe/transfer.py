@@ -18,7 +18,9 @@ of a Gaussian kernel matrix is too ill-conditioned for float32.
 
 from __future__ import annotations
 
+import copy
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +233,37 @@ def fidelity(net: nn.Module, model, X: np.ndarray) -> dict[str, float]:
         "rms": float(np.sqrt(np.mean(err**2))),
         "max_rel": max_abs / (1.0 + float(np.abs(ref).max())),
     }
+
+
+def measured_transfer(model, cfg: dict, X_val: np.ndarray,
+                      domain) -> tuple[nn.Module, dict, dict, float]:
+    """:func:`to_network` under a ``transfer:`` config, timed, with its fidelity.
+
+    Returns the float64 net, its fidelity on ``X_val`` (n, D) in float64 and as a
+    float32 copy, and the seconds the construction took. ``domain`` is ``(lo, hi)``
+    for the ``relu`` bound. Check the result with :func:`check_fidelity`.
+    """
+    t0 = time.perf_counter()
+    net = to_network(model, kind=cfg["kind"], tol=cfg.get("tol"), domain=domain)
+    seconds = time.perf_counter() - t0
+    fid64 = fidelity(net, model, X_val)
+    fid32 = fidelity(copy.deepcopy(net).float(), model, X_val)
+    return net, fid64, fid32, seconds
+
+
+def check_fidelity(cfg: dict, fid64: dict, fid32: dict) -> None:
+    """Exact kinds: relative error in float64 and float32; relu: max abs error <= tol."""
+    if cfg["kind"] == "relu":
+        if fid64["max_abs"] > cfg["tol"]:
+            raise MotifpipeError(f"relu transfer error {fid64['max_abs']:.2e} exceeds "
+                                 f"transfer.tol={cfg['tol']:g}")
+        return
+    worst = max(fid64["max_rel"], fid32["max_rel"])
+    if worst > cfg["max_rel_error"]:
+        raise MotifpipeError(
+            f"transfer fidelity {worst:.2e} (max |net - baseline| / (1 + max|baseline|)) "
+            f"exceeds transfer.max_rel_error={cfg['max_rel_error']:g}"
+        )
 
 
 def architecture(net: nn.Module) -> dict:
