@@ -9,12 +9,14 @@ TORCH_REQ ?= torch==2.13.0
 CORES     ?= all
 CONFIG    ?= config/config.yaml
 PORT      ?= 5000
+SCALE     ?= 1
+STUDIES   := mimicry_speed nonsmooth_rates intrinsic_dim invariance double_descent
 
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.motifpipe-installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run smoke test test-fast ui lint bench clean
+.PHONY: setup run smoke studies $(STUDIES) test test-fast ui lint bench clean
 
 setup: $(STAMP)
 
@@ -31,6 +33,13 @@ run: setup
 
 smoke: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smoke.yaml
+
+# One study (`make nonsmooth_rates`, `make double_descent SCALE=4`) or all five.
+$(STUDIES): setup
+	$(BIN)/snakemake --cores $(CORES) --configfile config/studies/$@.yaml --config scale=$(SCALE)
+	@echo "report:  reports/$@/report.html"
+
+studies: $(STUDIES)
 
 # The whole suite, end-to-end and SLURM tests included (SLURM tests skip without a cluster).
 test: setup

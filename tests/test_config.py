@@ -80,3 +80,75 @@ def test_arm_overrides_are_merged_and_checked():
         validate(minimal() | {"arm_train": {"scratch": {"lrr": 0.01}}}, SCHEMA)
     with pytest.raises(MotifpipeError, match=r"arm_train.mlp.batch_size"):
         validate(minimal() | {"arm_train": {"mlp": {"batch_size": 0}}}, SCHEMA)
+
+
+def test_sweep_expands_into_named_tasks_with_the_value_set():
+    from motifpipe.config import expand_tasks
+
+    cfg = minimal()
+    cfg["tasks"]["a"] = {"generator": "manifold", "n": 100, "params": {"d": 2},
+                         "sweep": {"params.D": [3, 12]}}
+    tasks = expand_tasks(validate(cfg, SCHEMA))
+    assert list(tasks) == ["a-D3", "a-D12"]
+    assert tasks["a-D12"]["task"]["params"]["D"] == 12
+    assert tasks["a-D12"]["family"] == "a" and tasks["a-D12"]["sweep"] == {"params.D": 12}
+    assert tasks["a-D12"]["data"] == "a-D12"
+    assert jobs(validate(cfg, SCHEMA))[0]["task"] == "a-D3"
+
+
+def test_baseline_sweep_and_task_override_merge_over_the_global_section():
+    from motifpipe.config import expand_tasks
+
+    cfg = minimal() | {"baseline": {"kind": "rff", "gamma_factors": [1.0]}}
+    cfg["tasks"]["a"] |= {"baseline": {"lambda_grid": [0.0]},
+                          "sweep": {"baseline.features": [10, 20]}}
+    spec = expand_tasks(validate(cfg, SCHEMA))["a-features20"]
+    assert spec["baseline"]["features"] == 20 and spec["baseline"]["lambda_grid"] == [0.0]
+    assert spec["baseline"]["kind"] == "rff" and spec["baseline"]["gamma_factors"] == [1.0]
+    assert spec["data"] == "a-features10"  # baseline sweeps share one data set
+
+
+def test_scale_grows_n_and_swept_sizes_together():
+    from motifpipe.config import expand_tasks
+
+    cfg = minimal() | {"scale": 2, "baseline": {"kind": "rff"}}
+    cfg["tasks"]["a"] |= {"n": [100, 150], "sweep": {"baseline.features": [50]}}
+    spec = expand_tasks(validate(cfg, SCHEMA))["a-features100"]
+    assert spec["task"]["n"] == [200, 300] and spec["baseline"]["features"] == 100
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"sweep": {"params.D": []}}, r"tasks.a.sweep.params.D"),
+    ({"sweep": {"train.lr": [1]}}, r"tasks.a.sweep"),
+    ({"sweep": {"params.D": [1]}}, r"tasks.a.sweep.params.D: value 1 .* must be >= 2"),
+    ({"sweep": {"params.Dd": [3]}}, r"Dd"),
+    ({"baseline": {"kind": "rfff"}}, r"tasks.a.baseline.kind"),
+    ({"baseline": {"features": 0}}, r"tasks.a.baseline.features"),
+])
+def test_bad_sweeps_and_overrides_are_named(bad, match):
+    cfg = minimal()
+    cfg["tasks"]["a"] |= bad
+    with pytest.raises(MotifpipeError, match=match) as err:
+        validate(cfg, SCHEMA)
+    assert "\n" not in str(err.value)
+
+
+def test_deepsets_arm_needs_set_valued_tasks():
+    with pytest.raises(MotifpipeError, match=r"arms: deepsets .* task 'a'"):
+        validate(minimal() | {"arms": ["deepsets"]}, SCHEMA)
+    cfg = minimal() | {"arms": ["deepsets"]}
+    cfg["tasks"]["a"] = {"generator": "invariant", "n": 100}
+    assert validate(cfg, SCHEMA)["deepsets"]["pool"] == "mean"
+
+
+def test_report_figures_follow_what_the_study_runs():
+    from motifpipe.config import heatmap_jobs, report_figures
+
+    cfg = validate(minimal() | {"arms": []}, SCHEMA)
+    assert report_figures(cfg) == ["final_errors", "heatmaps"]
+    assert heatmap_jobs(cfg) == [{"task": "a", "n": 100, "seed": 0}]
+    cfg = minimal()
+    cfg["tasks"]["a"] = {"generator": "manifold", "n": [100, 200, 400], "params": {"d": 2},
+                         "sweep": {"params.D": [3, 4]}}
+    assert report_figures(validate(cfg, SCHEMA)) == [
+        "learning_curves", "final_errors", "rates", "sweep"]

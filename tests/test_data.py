@@ -419,3 +419,12 @@ def test_load_dataset_rejects_other_files(tmp_path):
         data.load_dataset(tmp_path / "x.safetensors")
     with pytest.raises(MotifpipeError, match="unknown split"):
         data.generate(task("nonsmooth"), 20, 0, 0.2, 0.2).part("training")
+
+
+def test_has_grid_matches_truth_grid():
+    tasks = [{"generator": "nonsmooth", "n": 10}, {"generator": "teacher", "n": 10},
+             {"generator": "teacher", "n": 10, "params": {"D": 2}},
+             {"generator": "manifold", "n": 10},
+             {"generator": "invariant", "n": 10, "params": {"m": 1, "k": 2}}]
+    for task in tasks:
+        assert data.has_grid(task) == (data.truth_grid(task, 0, 4) is not None), task

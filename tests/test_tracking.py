@@ -97,10 +97,15 @@ def test_parent_run_nests_children(tmp_path):
     assert c.get_run(child).data.tags["mlflow.parentRunId"] == ids["parent_run_id"]
     report = tmp_path / "report.html"
     report.write_text("<html></html>")
-    tracking.finish_parent_run(uri, ids["parent_run_id"], [report])
+    figure = tmp_path / "rates.png"
+    figure.write_bytes(b"\x89PNG")
+    tracking.finish_parent_run(uri, ids["parent_run_id"], [report, figure])
     parent = c.get_run(ids["parent_run_id"])
     assert parent.info.status == "FINISHED"
-    assert [a.path for a in c.list_artifacts(ids["parent_run_id"])] == ["report.html"]
+    assert [a.path for a in c.list_artifacts(ids["parent_run_id"], "report")] == [
+        "report/figures", "report/report.html"]
+    assert [a.path for a in c.list_artifacts(ids["parent_run_id"], "report/figures")] == [
+        "report/figures/rates.png"]
 
 
 def test_flatten():

@@ -155,3 +155,19 @@ def test_cos_transfer_is_exact_for_random_features(tmp_path, small_ds):
     assert transfer.fidelity(back.double(), rff, Xv)["max_abs"] < 1e-10
     with pytest.raises(MotifpipeError, match="transfers with transfer.kind 'cos' only"):
         transfer.to_network(rff)
+
+
+def test_deepsets_is_permutation_invariant_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    net = transfer.DeepSets(m=5, k=3, width=16, pool="sum").double()
+    x = torch.randn(7, 15, dtype=torch.float64)
+    perm = x.reshape(7, 5, 3)[:, [3, 1, 4, 0, 2]].reshape(7, 15)
+    assert net(x).shape == (7,)
+    assert torch.allclose(net(x), net(perm), atol=1e-12)
+    # a plain MLP on the same flattened input is not invariant: the test can fail
+    mlp = transfer.MLP(15, 2, 16).double()
+    assert not torch.allclose(mlp(x), mlp(perm), atol=1e-6)
+    transfer.save_network(net, tmp_path / "ds.safetensors")
+    back, _ = transfer.load_network(tmp_path / "ds.safetensors")
+    assert transfer.architecture(back) == transfer.architecture(net)
+    assert torch.equal(back(x), net(x))

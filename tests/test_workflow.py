@@ -211,3 +211,86 @@ def test_group_arms_trains_every_arm_in_one_job(tmp_path):
                          filter_string="tags.rule = 'train'")
     assert sorted(r.data.tags["arm"] for r in runs) == ["mimicry", "mlp", "scratch"]
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def _mini_study(wd, name: str, **changes) -> dict:
+    """A shipped study config, shrunk for CI (same keys, smaller numbers), as a file."""
+    cfg = yaml.safe_load((ROOT / f"config/studies/{name}.yaml").read_text())
+    cfg |= {"seeds": [0], "study": f"mini_{name}"} | changes
+    (wd / f"mini_{name}.yaml").write_text(yaml.safe_dump(cfg))
+    return cfg
+
+
+def _check_report(wd, study: str, figures: set[str]):
+    from matplotlib.image import imread
+
+    report_dir = wd / "reports" / study
+    html = (report_dir / "report.html").read_text()
+    assert {p.stem for p in (report_dir / "figures").glob("*.png")} == figures
+    for name in figures:
+        img = imread(report_dir / "figures" / f"{name}.png")
+        assert img.shape[0] > 200 and img.shape[1] > 300 and img[..., :3].std() > 0.05
+    assert html.count("data:image/png;base64,") == len(figures)
+    c = MlflowClient(f"sqlite:///{wd}/mlflow.db")
+    exp = c.get_experiment_by_name(f"motifpipe/{study}")
+    parent = c.search_runs([exp.experiment_id], "tags.rule = 'init_tracking'")[0]
+    assert parent.info.run_id in html
+    attached = {a.path for a in c.list_artifacts(parent.info.run_id, "report")}
+    assert any(p.endswith("report.html") for p in attached), attached
+    return html
+
+
+@pytest.mark.slow
+def test_rates_study_reports_both_fitted_slopes(tmp_path):
+    copy_workflow(tmp_path)
+    _mini_study(tmp_path, "nonsmooth_rates", scale=0.1,
+                train={"max_epochs": 20, "patience": 10, "batch_size": 32})
+    out = snakemake(tmp_path, "--configfile", "mini_nonsmooth_rates.yaml")
+    assert out.returncode == 0, out.stderr[-4000:]
+    slopes = pd.read_csv(tmp_path / "reports/mini_nonsmooth_rates/slopes.csv")
+    assert set(slopes["arm"]) == {"kernel", "mlp"}
+    assert slopes["slope"].notna().all() and (slopes["points"] == 5).all()
+    assert (slopes["low"] < slopes["high"]).all()
+    assert dict(zip(slopes["arm"], slopes["theory"], strict=True)) == pytest.approx(
+        {"kernel": -1 / 3, "mlp": -2 / 3})
+    html = _check_report(tmp_path, "mini_nonsmooth_rates",
+                         {"learning_curves", "final_errors", "rates", "heatmaps"})
+    assert "slope" in html
+
+
+@pytest.mark.slow
+def test_invariance_study_trains_the_deepsets_arm(tmp_path):
+    copy_workflow(tmp_path)
+    cfg = _mini_study(tmp_path, "invariance", train={"max_epochs": 5, "patience": 5})
+    cfg["tasks"]["sets"] |= {"n": 300, "sweep": {"params.m": [2, 4]}}
+    cfg["arms"] = ["mimicry", "mlp", "deepsets"]
+    (tmp_path / "mini_invariance.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, "--configfile", "mini_invariance.yaml")
+    assert out.returncode == 0, out.stderr[-4000:]
+    summary = pd.read_csv(tmp_path / "results/mini_invariance/summary.csv")
+    assert set(summary["task"]) == {"sets-m2", "sets-m4"}
+    assert set(summary["sweep_value"]) == {2, 4} and set(summary["family"]) == {"sets"}
+    ds = summary[summary["arm"] == "deepsets"]
+    assert len(ds) == 2 and ds["test_mse"].notna().all()
+    assert (ds["dim"] == ds["sweep_value"] * 2).all()
+    _check_report(tmp_path, "mini_invariance", {"learning_curves", "final_errors", "sweep"})
+
+
+@pytest.mark.slow
+def test_double_descent_study_runs_baselines_only(tmp_path):
+    copy_workflow(tmp_path)
+    cfg = _mini_study(tmp_path, "double_descent", scale=0.25)
+    for task in cfg["tasks"].values():
+        task["sweep"] = {"baseline.features": [120, 600, 2400]}
+    (tmp_path / "mini_double_descent.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, "--configfile", "mini_double_descent.yaml")
+    assert out.returncode == 0, out.stderr[-4000:]
+    summary = pd.read_csv(tmp_path / "results/mini_double_descent/summary.csv")
+    assert set(summary["arm"]) == {"kernel"} and len(summary) == 6
+    assert sorted(set(summary["sweep_value"])) == [30, 150, 600]  # scaled with n
+    assert (summary["n_train"] == 150).all()
+    # a sweep of baseline settings reuses one data set per family and seed
+    data = sorted(p.parent.parent.parent.name for p in
+                  (tmp_path / "results/mini_double_descent").glob("*/n*/seed*/data.safetensors"))
+    assert data == ["ridge-features30", "ridgeless-features30"]
+    _check_report(tmp_path, "mini_double_descent", {"final_errors", "double_descent"})

@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="retrain arms with Lightning (one MLflow run each)")
     _job(p)
-    p.add_argument("--arm", required=True, action="append", choices=["mimicry", "scratch", "mlp"],
+    p.add_argument("--arm", required=True, action="append",
+                   choices=["mimicry", "scratch", "mlp", "deepsets"],
                    help="an arm to train; repeat to train several in this process")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--baseline", type=Path, required=True)
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=_json, required=True,
                    help="train settings per arm (JSON: {arm: config['train'] merged})")
     p.add_argument("--mlp", type=_json, default={}, help="config['mlp'] (JSON)")
+    p.add_argument("--deepsets", type=_json, default={}, help="config['deepsets'] (JSON)")
     p.add_argument("--tracking", type=Path, required=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out-dir", type=Path, required=True,
@@ -83,14 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="join job results into summary.csv")
     p.add_argument("results", type=Path, nargs="+", help="per-job result JSON files")
+    p.add_argument("--config", type=_json, default=None,
+                   help="validated config (JSON): adds each task's family and swept value")
     p.add_argument("--out", type=Path, required=True)
 
     p = sub.add_parser("report", help="figures and the HTML report")
     p.add_argument("--summary", type=Path, required=True)
-    p.add_argument("--curves", type=Path, nargs="+", required=True)
+    p.add_argument("--curves", type=Path, nargs="*", default=[],
+                   help="learning curves (none for a baselines-only study)")
     p.add_argument("--tracking", type=Path, required=True)
     p.add_argument("--config", type=_json, required=True)
+    p.add_argument("--heatmap-dir", type=Path, action="append", default=[],
+                   help="a job directory (data, baseline, train/mimicry) to draw as a heatmap; "
+                        "repeat for several")
     p.add_argument("--out-html", type=Path, required=True)
+    p.add_argument("--out-slopes", type=Path, required=True, help="fitted rates (CSV)")
     p.add_argument("--fig-dir", type=Path, required=True)
     return parser
 
@@ -114,13 +123,14 @@ def dispatch(args: argparse.Namespace) -> None:
         needs = [a for a in args.arm if a in ("mimicry", "scratch")]
         if needs and args.network is None:
             raise MotifpipeError(f"train --arm {needs[0]} needs --network (the transferred net)")
+        nets = {"mlp": args.mlp, "deepsets": args.deepsets}
         stages.run_train(args.arm, args.data, args.baseline, args.network, args.params,
-                         args.mlp, args.tracking, wc, args.threads, args.out_dir)
+                         nets, args.tracking, wc, args.threads, args.out_dir)
     elif args.stage == "evaluate":
-        stages.run_evaluate(args.results, args.out)
+        stages.run_evaluate(args.results, args.out, args.config)
     elif args.stage == "report":
         stages.run_report(args.summary, args.curves, args.tracking, args.config,
-                          args.out_html, args.fig_dir)
+                          args.heatmap_dir, args.out_html, args.out_slopes, args.fig_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

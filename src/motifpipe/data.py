@@ -922,3 +922,20 @@ def truth_grid(
     xx, yy = np.meshgrid(axis, axis)
     F = _chunked(t.f, np.column_stack([xx.ravel(), yy.ravel()])).reshape(xx.shape)
     return xx, yy, F
+
+
+_GRID_GENERATORS = ("smooth", "nonsmooth", "teacher", "double_descent", "invariant")
+
+
+def has_grid(task: dict) -> bool:
+    """Whether :func:`truth_grid` can draw ``task``: a synthetic f* of a 2-D input.
+
+    Decided from the parameters alone (no f* is built), so the workflow can call it
+    while it builds the DAG.
+    """
+    task = _checked(task)
+    if task["generator"] not in _GRID_GENERATORS:
+        return False
+    p = task["params"]
+    dim = p["m"] * p["k"] if task["generator"] == "invariant" else p["D"]
+    return dim == 2

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 COLUMNS = [
-    "study", "task", "n", "seed", "arm", "test_mse", "excess_risk", "val_mse",
+    "study", "task", "family", "sweep_key", "sweep_value", "n", "n_train", "dim", "seed",
+    "arm", "test_mse", "excess_risk", "val_mse",
     "wall_time_s", "epochs", "best_epoch", "time_to_kernel_s", "epochs_to_kernel",
     "time_to_scratch_s", "epochs_to_scratch", "speedup_vs_scratch", "n_params",
     "mlflow_run_id",
@@ -28,11 +29,14 @@ def time_to_target(curve: pd.DataFrame, target: float) -> tuple[float, float]:
     return float(first["time_s"]), float(first["epoch"])
 
 
-def summary(results: list[dict], curves: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def summary(results: list[dict], curves: dict[str, pd.DataFrame],
+            tasks: dict[str, dict] | None = None) -> pd.DataFrame:
     """Join per-job results into the tidy summary table.
 
     ``results`` are the JSON documents written by ``fit_baseline`` (arm ``kernel``)
-    and ``train``; ``curves`` maps a train result's ``curve`` key to its learning curve.
+    and ``train``; ``curves`` maps a train result's ``curve`` key to its learning curve;
+    ``tasks`` (:func:`motifpipe.config.expand_tasks`) names each task's family and the
+    value it sweeps (columns family, sweep_key, sweep_value; else the task's own name).
     Per (task, n, seed), two targets on validation MSE: (a) the kernel's, (b)
     ``SCRATCH_SLACK`` x the best the ``scratch`` arm reached. ``speedup_vs_scratch`` is
     scratch's time to (b) over the arm's time to (b) (NaN where either never got there).
@@ -46,11 +50,17 @@ def summary(results: list[dict], curves: dict[str, pd.DataFrame]) -> pd.DataFram
         times = {arm: _times(r, curves, targets) for arm, r in arms.items()}
         scratch_t = times.get("scratch", {}).get("time_to_scratch_s", math.nan)
         for arm, r in arms.items():
-            row = {c: r.get(c) for c in COLUMNS} | times[arm]
+            row = {c: r.get(c) for c in COLUMNS} | times[arm] | _sweep(r["task"], tasks)
             row["speedup_vs_scratch"] = scratch_t / row["time_to_scratch_s"]
             rows.append(row)
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.sort_values(["task", "n", "seed", "arm"], kind="stable").reset_index(drop=True)
+
+
+def _sweep(task: str, tasks: dict[str, dict] | None) -> dict:
+    spec = (tasks or {}).get(task, {})
+    (key, value), = spec["sweep"].items() if spec.get("sweep") else [("", math.nan)]
+    return {"family": spec.get("family", task), "sweep_key": key, "sweep_value": value}
 
 
 def _targets(arms: dict[str, dict]) -> dict[str, float]:

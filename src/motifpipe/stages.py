@@ -91,6 +91,7 @@ def run_fit_baseline(data_path: Path, cfg: dict, tracking_path: Path, wc: dict,
             run.log_artifact(selection)
         baselines.save_model(model, out_model)
         result = {**wc, "study": tracking["study"], "arm": "kernel", **metrics,
+                  "n_train": int(len(y)), "dim": int(X.shape[1]),
                   "wall_time_s": info["fit_time_s"], "epochs": 0, "best_epoch": 0,
                   "n_params": int(np.size(model.coef)) + 1, "mlflow_run_id": run.run_id,
                   "gamma": model.gamma, "lam": info.get("lam")}
@@ -129,7 +130,7 @@ def run_transfer(model_path: Path, data_path: Path, cfg: dict, tracking_path: Pa
                  fid64["max_abs"], fid64["max_rel"], fid32["max_rel"], run.run_id)
 
 
-def _initial_net(arm: str, ds, model, net_path: Path | None, mlp_cfg: dict, seed: int):
+def _initial_net(arm: str, ds, model, net_path: Path | None, nets: dict, seed: int):
     """The starting network of an arm and the seconds charged before training."""
     from motifpipe import transfer
 
@@ -140,20 +141,28 @@ def _initial_net(arm: str, ds, model, net_path: Path | None, mlp_cfg: dict, seed
     if arm == "scratch":  # the transferred architecture, randomly initialised
         net, _ = transfer.load_network(net_path)
         return transfer.reinitialise(net, X, seed), 0.0
-    if arm == "mlp":
-        import torch
+    import torch
 
-        torch.manual_seed(seed)
-        return transfer.MLP(X.shape[1], mlp_cfg["depth"], mlp_cfg["width"]), 0.0
-    raise MotifpipeError(f"unknown arm {arm!r}; expected mimicry, scratch or mlp")
+    torch.manual_seed(seed)
+    if arm == "mlp":
+        cfg = {"depth": 3, "width": 128, **nets.get("mlp", {})}
+        return transfer.MLP(X.shape[1], cfg["depth"], cfg["width"]), 0.0
+    if arm == "deepsets":
+        params = ds.meta.get("params", {})
+        if ds.meta.get("generator") != "invariant":
+            raise MotifpipeError(f"arm deepsets needs set-valued inputs (generator invariant), "
+                                 f"not {ds.meta.get('generator')!r}")
+        return transfer.DeepSets(params["m"], params["k"], **nets.get("deepsets", {})), 0.0
+    raise MotifpipeError(f"unknown arm {arm!r}; expected mimicry, scratch, mlp or deepsets")
 
 
 def run_train(arms: list[str], data_path: Path, baseline_path: Path, net_path: Path | None,
-              cfgs: dict[str, dict], mlp_cfg: dict, tracking_path: Path, wc: dict,
+              cfgs: dict[str, dict], nets: dict, tracking_path: Path, wc: dict,
               threads: int, out_dir: Path) -> None:
     """Retrain arms one after the other in this process, one MLflow run each.
 
     Writes ``out_dir/<arm>.safetensors``, ``.curve.csv`` and ``.json`` per arm.
+    ``nets`` holds the ``mlp`` and ``deepsets`` config sections (architectures).
     Several arms per process share the ~6 s of imports a training job pays.
     """
     import torch
@@ -168,10 +177,10 @@ def run_train(arms: list[str], data_path: Path, baseline_path: Path, net_path: P
     ds = data.load_dataset(data_path)
     model = baselines.load_model(baseline_path)
     for arm in arms:
-        _train_one(arm, ds, model, net_path, cfgs[arm], mlp_cfg, tracking, wc, Path(out_dir))
+        _train_one(arm, ds, model, net_path, cfgs[arm], nets, tracking, wc, Path(out_dir))
 
 
-def _train_one(arm, ds, model, net_path, cfg, mlp_cfg, tracking, wc, out_dir: Path) -> None:
+def _train_one(arm, ds, model, net_path, cfg, nets, tracking, wc, out_dir: Path) -> None:
     import pandas as pd
 
     from motifpipe import train, transfer
@@ -179,8 +188,8 @@ def _train_one(arm, ds, model, net_path, cfg, mlp_cfg, tracking, wc, out_dir: Pa
     out_net, out_curve = out_dir / f"{arm}.safetensors", out_dir / f"{arm}.curve.csv"
     tags = _job_tags("train", tracking["study"], arm=arm, **wc)
     with _run(tracking, f"{arm} {wc['task']} n={wc['n']} seed={wc['seed']}", tags) as run:
-        run.log_params({"train": cfg, "mlp": mlp_cfg if arm == "mlp" else {}, "arm": arm})
-        net, offset = _initial_net(arm, ds, model, net_path, mlp_cfg, wc["seed"])
+        run.log_params({"train": cfg, "arch": nets.get(arm, {}), "arm": arm})
+        net, offset = _initial_net(arm, ds, model, net_path, nets, wc["seed"])
         lam = model.info.get("lam", 0.0) or 0.0
         res = train.train_arm(net, ds, cfg, wc["seed"], transferred=arm == "mimicry",
                               penalty=lam if arm in ("mimicry", "scratch") else 0.0,
@@ -203,6 +212,7 @@ def _train_one(arm, ds, model, net_path, cfg, mlp_cfg, tracking, wc, out_dir: Pa
         write_json(out_dir / f"{arm}.json",
                    {**wc, "study": tracking["study"], "arm": arm,
                     **{k: res[k] for k in keys}, "n_params": arch["n_params"],
+                    "n_train": int(len(ds.part("train")[1])), "dim": int(ds.X.shape[1]),
                     "curve": str(out_curve), "mlflow_run_id": run.run_id})
         log.info("train %s: %d epochs (best %d) in %.1f s on %s/%s; val MSE %.4g, test MSE"
                  " %.4g; MLflow run %s", arm, res["epochs"], res["best_epoch"],
@@ -210,33 +220,87 @@ def _train_one(arm, ds, model, net_path, cfg, mlp_cfg, tracking, wc, out_dir: Pa
                  res["test_mse"], run.run_id)
 
 
-def run_evaluate(result_paths: list[Path], out: Path) -> None:
-    """Join per-job results into ``summary.csv``."""
+def run_evaluate(result_paths: list[Path], out: Path, config: dict | None = None) -> None:
+    """Join per-job results into ``summary.csv``; ``config`` adds family and swept value."""
     import pandas as pd
 
     from motifpipe import evaluate
+    from motifpipe.config import expand_tasks
 
     results = [read_json(p) for p in result_paths]
     curves = {r["curve"]: pd.read_csv(r["curve"]) for r in results if r.get("curve")}
-    table = evaluate.summary(results, curves)
+    tasks = expand_tasks(config) if config else None
+    table = evaluate.summary(results, curves, tasks)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
 
 
 def run_report(summary_path: Path, curve_paths: list[Path], tracking_path: Path,
-               config: dict, out_html: Path, fig_dir: Path) -> None:
-    """Draw the figures, write the self-contained HTML, attach it to the parent run."""
+               config: dict, heatmap_dirs: list[Path], out_html: Path, out_slopes: Path,
+               fig_dir: Path) -> None:
+    """Draw the study's figures, write the HTML and the fitted rates, attach to the parent run."""
     import pandas as pd
 
     from motifpipe import report
+    from motifpipe.config import report_figures
     from motifpipe.tracking import finish_parent_run
 
-    summary = pd.read_csv(summary_path)
-    curves = pd.concat([pd.read_csv(p) for p in curve_paths], ignore_index=True)
-    figures = report.draw_figures(summary, curves, fig_dir)
-    html = report.render_html(config, summary, figures)
+    summary = pd.read_csv(summary_path, keep_default_na=True)
+    curves = (pd.concat([pd.read_csv(p) for p in curve_paths], ignore_index=True)
+              if curve_paths else pd.DataFrame())
+    panels = [_heatmap_panel(config, Path(d)) for d in heatmap_dirs]
+    figures = report.draw_figures(summary, curves, fig_dir, report_figures(config), config,
+                                  panels)
+    slopes = report.rate_slopes(summary, config)
+    tracking = read_json(tracking_path)
+    html = report.render_html(config, summary, figures, tracking.get("parent_run_id"), slopes)
+    with atomic_path(out_slopes) as tmp:
+        slopes.to_csv(tmp, index=False)
     with atomic_path(out_html) as tmp:
         tmp.write_text(html)
-    tracking = read_json(tracking_path)
     finish_parent_run(tracking["uri"], tracking["parent_run_id"],
-                      [out_html, *figures.values()])
+                      [out_html, out_slopes, *figures.values()])
+
+
+HEATMAP_RESOLUTION = 120
+
+
+def _data_of(job_dir: Path, spec: dict) -> Path:
+    """``results/<study>/<task>/n<n>/seed<s>/`` -> the data set that job used (maybe shared)."""
+    return job_dir.parents[2] / spec["data"] / job_dir.parent.name / job_dir.name / (
+        "data.safetensors")
+
+
+def _heatmap_panel(config: dict, job_dir: Path) -> dict:
+    """Truth, kernel fit and the mimicry and mlp fits (if trained) of one 2-D job on a grid.
+
+    ``job_dir`` is ``results/<study>/<task>/n<n>/seed<seed>``; returns the dict
+    :func:`motifpipe.report.draw_figures` takes: arrays (r, r) in meshgrid 'xy' layout.
+    """
+    from motifpipe import baselines, data
+    from motifpipe.config import expand_tasks
+
+    task = job_dir.parent.parent.name
+    spec = expand_tasks(config).get(task)
+    if spec is None:
+        raise MotifpipeError(f"--heatmap-dir {job_dir}: task {task!r} is not in the config")
+    grid = data.truth_grid(spec["task"], 0, HEATMAP_RESOLUTION)
+    if grid is None:
+        raise MotifpipeError(f"--heatmap-dir {job_dir}: task {task!r} has no 2-D grid")
+    xx, yy, truth = grid
+    points = np.column_stack([xx.ravel(), yy.ravel()])
+    kernel = baselines.load_model(job_dir / "baseline.safetensors").predict(points)
+    panel = {"task": task, "extent": (float(xx.min()), float(xx.max())), "truth": truth,
+             "kernel": kernel.reshape(xx.shape),
+             "X_train": data.load_dataset(_data_of(job_dir, spec)).part("train")[0]}
+    for arm in ("mimicry", "mlp"):  # the trained networks worth drawing beside the kernel
+        net_path = job_dir / "train" / f"{arm}.safetensors"
+        if net_path.exists():
+            import torch
+
+            from motifpipe import transfer
+
+            net, _ = transfer.load_network(net_path)
+            with torch.no_grad():
+                panel[arm] = net(torch.as_tensor(points)).numpy().reshape(xx.shape)
+    return panel

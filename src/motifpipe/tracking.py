@@ -247,6 +247,6 @@ def finish_parent_run(uri: str, parent_run_id: str, files: list[Path]) -> None:
             f"parent MLflow run {parent_run_id} not found in {uri} "
             f"(was the store deleted? remove results/<study>/tracking.json): {exc}"
         ) from None
-    for f in files:
-        c.log_artifact(parent_run_id, str(f))
+    for f in map(Path, files):
+        c.log_artifact(parent_run_id, str(f), "report/figures" if f.suffix == ".png" else "report")
     c.set_terminated(parent_run_id, status="FINISHED")

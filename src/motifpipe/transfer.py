@@ -125,6 +125,41 @@ class MLP(nn.Sequential):
         return super().forward(x).squeeze(-1)
 
 
+def _relu_stack(dims: list[int]) -> nn.Sequential:
+    """Linear/ReLU layers through ``dims``, no activation after the last Linear."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        layers += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(dims) - 2 else [])
+    return nn.Sequential(*layers)
+
+
+class DeepSets(nn.Module):
+    """Permutation-invariant ``(n, m*k) -> (n,)``: ``rho(pool_i phi(x_i))`` (Zaheer et al.).
+
+    A row is a set of ``m`` points in R^k stored point-major (as the ``invariant``
+    generator writes it); ``phi`` (k -> width) is applied to each point, the pooled
+    (n, width) features go through ``rho`` (width -> 1). Reordering the points of a
+    row leaves the output unchanged up to float rounding.
+    """
+
+    def __init__(self, m: int, k: int, width: int = 64, phi_depth: int = 2,
+                 rho_depth: int = 2, pool: str = "mean"):
+        super().__init__()
+        if pool not in ("mean", "sum"):
+            raise MotifpipeError(f"deepsets.pool {pool!r} is not one of ['mean', 'sum']")
+        self.m, self.k, self.width = m, k, width
+        self.phi_depth, self.rho_depth, self.pool = phi_depth, rho_depth, pool
+        # phi ends in a ReLU: pooling non-negative features keeps the sum informative.
+        self.phi = nn.Sequential(_relu_stack([k] + [width] * phi_depth), nn.ReLU())
+        self.rho = _relu_stack([width] * rho_depth + [1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[-1] == self.m * self.k, (x.shape, self.m, self.k)
+        feats = self.phi(x.reshape(*x.shape[:-1], self.m, self.k))  # (n, m, width)
+        pooled = feats.mean(-2) if self.pool == "mean" else feats.sum(-2)
+        return self.rho(pooled).squeeze(-1)
+
+
 def from_sklearn(est):
     """A fitted scikit-learn ``KernelRidge(kernel="rbf")`` or ``SVR(kernel="rbf")`` as a
     :class:`motifpipe.baselines.KernelModel`; other objects are returned unchanged."""
@@ -276,6 +311,11 @@ def architecture(net: nn.Module) -> dict:
     if isinstance(net, MLP):
         return {"kind": "mlp", "dim": net.dim, "depth": net.depth,
                 "widths": [net.width] * net.depth, "n_params": n_params}
+    if isinstance(net, DeepSets):
+        return {"kind": "deepsets", "dim": net.m * net.k, "m": net.m, "k": net.k,
+                "depth": net.phi_depth + net.rho_depth, "widths": [net.width],
+                "phi_depth": net.phi_depth, "rho_depth": net.rho_depth, "pool": net.pool,
+                "n_params": n_params}
     if isinstance(net, CosNet):
         return {"kind": "cos", "dim": net.features.in_features, "depth": 2,
                 "widths": [net.features.out_features], "n_params": n_params}
@@ -304,6 +344,9 @@ def load_network(path: str | Path) -> tuple[nn.Module, dict]:
         net = MLP(arch["dim"], arch["depth"], arch["widths"][0] if arch["widths"] else 1)
     elif arch.get("kind") == "cos":
         net = CosNet(arch["dim"], arch["widths"][0])
+    elif arch.get("kind") == "deepsets":
+        net = DeepSets(arch["m"], arch["k"], arch["widths"][0], arch["phi_depth"],
+                       arch["rho_depth"], arch["pool"])
     elif arch.get("kind") == "relu":
         from motifpipe.relu import relu_skeleton
 

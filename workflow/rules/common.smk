@@ -3,7 +3,15 @@ import os
 import sys
 from pathlib import Path
 
-from motifpipe.config import experiment_name, jobs, train_config, validate
+from motifpipe.config import (
+    expand_tasks,
+    experiment_name,
+    heatmap_jobs,
+    jobs,
+    report_figures,
+    train_config,
+    validate,
+)
 from motifpipe.errors import MotifpipeError
 
 try:
@@ -21,6 +29,9 @@ RESULTS = f"results/{STUDY}"
 REPORTS = f"reports/{STUDY}"
 JOB = f"{RESULTS}/{{task}}/n{{n}}/seed{{seed}}"
 JOBS = jobs(config)
+TASKS = expand_tasks(config)  # sweeps expanded, `scale` applied
+FIGURES = report_figures(config)
+HEATMAPS = heatmap_jobs(config)
 ENV = "../envs/motifpipe.yaml"  # for --sdm conda; the Makefile uses .venv instead
 
 
@@ -28,7 +39,7 @@ wildcard_constraints:
     task="[A-Za-z0-9_-]+",
     n=r"\d+",
     seed=r"\d+",
-    arm="mimicry|scratch|mlp",
+    arm="mimicry|scratch|mlp|deepsets",
 
 
 def as_json(value):
@@ -54,9 +65,18 @@ def curves(wildcards=None):
     ]
 
 
+def data_path(task, n, seed):
+    """A task's data set; tasks that only sweep baseline settings share their first task's."""
+    return f"{RESULTS}/{TASKS[task]['data']}/n{n}/seed{seed}/data.safetensors"
+
+
+def data_file(wildcards):
+    return data_path(wildcards.task, wildcards.n, wildcards.seed)
+
+
 def task_files(wildcards):
     """A `table` task reads a user's file: an input, so that editing it reruns the study."""
-    params = config["tasks"][wildcards.task].get("params", {})
+    params = TASKS[wildcards.task]["task"].get("params", {})
     return [params["path"]] if "path" in params else []
 
 
@@ -69,13 +89,24 @@ def wants_gpu(arms):
     return int(any(train_config(config, a)["accelerator"] == "gpu" for a in arms))
 
 
+def heatmap_inputs(wildcards=None):
+    """What the report draws on a 2-D grid: data, baseline, the mimicry and mlp nets."""
+    nets = [arm for arm in ("mimicry", "mlp") if arm in config["arms"]]
+    files = []
+    for job in HEATMAPS:
+        prefix = JOB.format(**job)
+        files += [data_path(**job), f"{prefix}/baseline.safetensors"]
+        files += [f"{prefix}/train/{arm}.safetensors" for arm in nets]
+    return files
+
+
 def network_flag(wildcards, input):
     return f"--network {input.network}" if "network" in input.keys() else ""
 
 
 def train_inputs(wildcards):
     inputs = {
-        "data": f"{JOB}/data.safetensors",
+        "data": data_file(wildcards),
         "baseline": f"{JOB}/baseline.safetensors",
         "tracking": f"{RESULTS}/tracking.json",
     }

@@ -29,7 +29,7 @@ rule generate:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 20 * attempt,
     params:
-        task=lambda w: as_json(config["tasks"][w.task]),
+        task=lambda w: as_json(TASKS[w.task]["task"]),
         val=config["split"]["val"],
         test=config["split"]["test"],
     shell:
@@ -40,7 +40,7 @@ rule generate:
 
 rule fit_baseline:
     input:
-        data=f"{JOB}/data.safetensors",
+        data=data_file,
         tracking=f"{RESULTS}/tracking.json",
     output:
         model=f"{JOB}/baseline.safetensors",
@@ -54,7 +54,7 @@ rule fit_baseline:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
     params:
-        baseline=lambda w: as_json(config["baseline"]),
+        baseline=lambda w: as_json(TASKS[w.task]["baseline"]),
     shell:
         "python -m motifpipe fit-baseline --task {wildcards.task} --n {wildcards.n}"
         " --seed {wildcards.seed} --data {input.data} --params {params.baseline:q}"
@@ -65,7 +65,7 @@ rule fit_baseline:
 rule transfer:
     input:
         baseline=f"{JOB}/baseline.safetensors",
-        data=f"{JOB}/data.safetensors",
+        data=data_file,
         tracking=f"{RESULTS}/tracking.json",
     output:
         net=f"{JOB}/network.safetensors",
@@ -88,7 +88,7 @@ rule transfer:
         " --out-net {output.net} --out-json {output.result} > {log} 2>&1"
 
 
-if not config["group_arms"]:
+if config["arms"] and not config["group_arms"]:
 
     rule train:
         input:
@@ -109,16 +109,17 @@ if not config["group_arms"]:
         params:
             train=lambda w: arm_settings([w.arm]),
             mlp=lambda w: as_json(config["mlp"]),
+            deepsets=lambda w: as_json(config["deepsets"]),
             network=network_flag,
             out_dir=lambda w, output: os.path.dirname(output.result),
         shell:
             "python -m motifpipe train --arm {wildcards.arm} --task {wildcards.task}"
             " --n {wildcards.n} --seed {wildcards.seed} --data {input.data}"
             " --baseline {input.baseline} {params.network} --params {params.train:q}"
-            " --mlp {params.mlp:q} --tracking {input.tracking} --threads {threads}"
+            " --mlp {params.mlp:q} --deepsets {params.deepsets:q} --tracking {input.tracking} --threads {threads}"
             " --out-dir {params.out_dir} > {log} 2>&1"
 
-else:
+elif config["arms"]:
 
     # One job per (task, n, seed) trains every arm in turn: the ~6 s of imports and
     # MLflow set-up a training process pays is paid once instead of once per arm.
@@ -144,13 +145,14 @@ else:
             arms=" ".join(f"--arm {arm}" for arm in config["arms"]),
             train=lambda w: arm_settings(config["arms"]),
             mlp=lambda w: as_json(config["mlp"]),
+            deepsets=lambda w: as_json(config["deepsets"]),
             network=network_flag,
             out_dir=lambda w, output: os.path.dirname(output[0]),
         shell:
             "python -m motifpipe train {params.arms} --task {wildcards.task}"
             " --n {wildcards.n} --seed {wildcards.seed} --data {input.data}"
             " --baseline {input.baseline} {params.network} --params {params.train:q}"
-            " --mlp {params.mlp:q} --tracking {input.tracking} --threads {threads}"
+            " --mlp {params.mlp:q} --deepsets {params.deepsets:q} --tracking {input.tracking} --threads {threads}"
             " --out-dir {params.out_dir} > {log} 2>&1"
 
 
@@ -167,27 +169,30 @@ rule evaluate:
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 10 * attempt,
+    params:
+        config=lambda w: as_json(config),
     shell:
-        "python -m motifpipe evaluate {input} --out {output} > {log} 2>&1"
+        "python -m motifpipe evaluate {input} --config {params.config:q} --out {output}"
+        " > {log} 2>&1"
 
 
 rule report:
     input:
         summary=f"{RESULTS}/summary.csv",
         curves=curves,
+        heatmaps=heatmap_inputs,
         tracking=f"{RESULTS}/tracking.json",
     output:
         html=f"{REPORTS}/report.html",
-        curves=report(
-            f"{REPORTS}/figures/learning_curves.png",
-            caption="../report/learning_curves.rst",
-            category="Figures",
-        ),
-        errors=report(
-            f"{REPORTS}/figures/final_errors.png",
-            caption="../report/final_errors.rst",
-            category="Figures",
-        ),
+        slopes=f"{REPORTS}/slopes.csv",
+        figures=[
+            report(
+                f"{REPORTS}/figures/{name}.png",
+                caption=f"../report/{name}.rst",
+                category="Figures",
+            )
+            for name in FIGURES
+        ],
     log:
         f"logs/{STUDY}/report.log",
     conda:
@@ -198,8 +203,10 @@ rule report:
         runtime=lambda wc, attempt: 10 * attempt,
     params:
         config=lambda w: as_json(config),
-        fig_dir=lambda w, output: os.path.dirname(output.curves),
+        heatmaps=" ".join(f"--heatmap-dir {JOB.format(**j)}" for j in HEATMAPS),
+        fig_dir=lambda w, output: os.path.dirname(output.figures[0]),
     shell:
         "python -m motifpipe report --summary {input.summary} --curves {input.curves}"
-        " --tracking {input.tracking} --config {params.config:q}"
-        " --out-html {output.html} --fig-dir {params.fig_dir} > {log} 2>&1"
+        " {params.heatmaps} --tracking {input.tracking} --config {params.config:q}"
+        " --out-html {output.html} --out-slopes {output.slopes}"
+        " --fig-dir {params.fig_dir} > {log} 2>&1"
