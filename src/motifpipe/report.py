@@ -66,10 +66,11 @@ CAPTIONS = {
     "random features per training point, one colour per family (ridgeless or ridge): "
     "geometric mean over seeds with a 95 % t-interval band. The dashed line marks the "
     "interpolation threshold, where features equal training points.",
-    "heatmaps": "Two-dimensional tasks, one row each: the true function f*, the kernel "
-    "baseline's fit, the retrained mimicry network's fit, and their absolute errors. Function "
-    "panels share one colour scale per row, error panels another; dots on f* are training "
-    "points.",
+    "heatmaps": "Two-dimensional tasks, one row each (largest n, first seed): the true "
+    "function f*, the kernel baseline's fit, the fits of the retrained mimicry network and "
+    "of the MLP where the study trains them, and their absolute errors. Function panels share "
+    "one colour scale per row, error panels another; dots on f* are training points (at most "
+    "400 drawn).",
 }
 DEFAULT_FIGURES = ("learning_curves", "final_errors")  # what a call without `names` draws
 MAX_CURVE_PANELS = 6
