@@ -11,6 +11,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 from test_workflow import _free_port, copy_workflow, snakemake
 
+from motifpipe.tracking import store_lock
+
 
 def write_config(wd, name="study.yaml", **changes):
     cfg = yaml.safe_load((wd / "config/smoke.yaml").read_text())
@@ -114,7 +116,10 @@ def test_kill_9_mid_training_then_resume(tmp_path):
         assert time.monotonic() < deadline, "no training run started"
         if db.exists():
             try:
-                _, jobs = runs_by_job(MlflowClient(f"sqlite:///{db}"))
+                # Under the pipeline's lock: a client opening the store while init_tracking
+                # creates its schema races the migration (as two pipeline jobs would).
+                with store_lock(f"sqlite:///{db}"):
+                    _, jobs = runs_by_job(MlflowClient(f"sqlite:///{db}"))
             except Exception:
                 jobs = {}
             if any(k and k.startswith("train:") and v[0].info.status == "RUNNING"

@@ -37,7 +37,7 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 @contextlib.contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
+def store_lock(uri: str) -> Iterator[None]:
     """Serialise store initialisation between processes on one machine (SQLite only)."""
     db = sqlite_path(uri)
     if db is None:
@@ -65,7 +65,7 @@ def ensure_experiment(uri: str, name: str, artifacts: str | None) -> str:
     On a SQLite store the experiment's artifacts go to ``artifacts`` (an absolute
     path is recorded); a tracking server chooses its own artifact location.
     """
-    with _store_lock(uri):
+    with store_lock(uri):
         c = client(uri)
         exp = c.get_experiment_by_name(name)
         if exp is not None:
