@@ -119,7 +119,9 @@ def test_scale_grows_n_and_swept_sizes_together():
 
 @pytest.mark.parametrize("bad, match", [
     ({"sweep": {"params.D": []}}, r"tasks.a.sweep.params.D"),
-    ({"sweep": {"train.lr": [1]}}, r"tasks.a.sweep"),
+    ({"sweep": {"train.lr": [1]}}, r"tasks.a.sweep: key 'train.lr' is not allowed here"),
+    ({"sweep": {"params.D": [3], "noise": [0.1]}},
+     r"tasks.a.sweep: at most 1 key\(s\) allowed, got params.D, noise"),
     ({"sweep": {"params.D": [1]}}, r"tasks.a.sweep.params.D: value 1 .* must be >= 2"),
     ({"sweep": {"params.Dd": [3]}}, r"Dd"),
     ({"baseline": {"kind": "rfff"}}, r"tasks.a.baseline.kind"),

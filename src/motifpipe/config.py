@@ -75,6 +75,12 @@ def format_error(error: jsonschema.ValidationError) -> str:
             f"config key {prefix}{key}: unknown key{did_you_mean}; "
             f"allowed keys here: {', '.join(allowed)}"
         )
+    if "propertyNames" in error.schema_path:
+        return (f"config key {where}: key {error.instance!r} is not allowed here "
+                f"(keys must match {error.validator_value})")
+    if error.validator == "maxProperties":
+        return (f"config key {where}: at most {error.validator_value} key(s) allowed, "
+                f"got {', '.join(map(str, error.instance))}")
     if error.validator == "required":
         return f"config key {where}: {error.message}"
     if error.validator == "enum":
