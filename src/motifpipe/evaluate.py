@@ -86,22 +86,27 @@ def _times(r: dict, curves: dict[str, pd.DataFrame], targets: dict) -> dict:
     return out
 
 
+def t_half(std, count, confidence: float = 0.95):
+    """Half-width of the t-interval of a mean (scalars or arrays); NaN below two values."""
+    from scipy import stats
+
+    count = np.asarray(count, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = stats.t.ppf(0.5 + confidence / 2, count - 1)
+        return np.where(count > 1, q * np.asarray(std, dtype=float) / np.sqrt(count), np.nan)
+
+
 def speedups(summary: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """Mean speedup vs scratch per (task, n, arm) with a t-interval across seeds.
 
     Rows: task, n, arm, seeds (with a finite speedup), mean, low, high, and the mean
     final test MSE of the arm for reference.
     """
-    from scipy import stats
-
     rows = []
     for (task, n, arm), g in summary.groupby(["task", "n", "arm"], sort=True):
         sp = g["speedup_vs_scratch"].replace([np.inf, -np.inf], np.nan).dropna()
         mean = float(sp.mean()) if len(sp) else math.nan
-        half = math.nan
-        if len(sp) > 1:
-            half = float(stats.t.ppf(0.5 + confidence / 2, len(sp) - 1) * sp.std(ddof=1)
-                         / math.sqrt(len(sp)))
+        half = float(t_half(sp.std(ddof=1), len(sp), confidence))
         rows.append({"task": task, "n": n, "arm": arm, "seeds": len(sp), "speedup": mean,
                      "low": mean - half, "high": mean + half,
                      "test_mse": float(g["test_mse"].mean())})

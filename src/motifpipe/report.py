@@ -10,7 +10,6 @@ error as the band (it stays positive and is symmetric on the axis it is drawn on
 from __future__ import annotations
 
 import base64
-import copy
 import datetime as dt
 import html
 import importlib.metadata
@@ -32,8 +31,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import NullLocator  # noqa: E402
 
+from motifpipe.config import expand_tasks  # noqa: E402
 from motifpipe.errors import MotifpipeError  # noqa: E402
-from motifpipe.evaluate import SCRATCH_SLACK, speedups  # noqa: E402
+from motifpipe.evaluate import SCRATCH_SLACK, speedups, t_half  # noqa: E402
 from motifpipe.io import atomic_path  # noqa: E402
 
 ARM_ORDER = ["kernel", "mimicry", "scratch", "mlp", "deepsets"]
@@ -127,16 +127,6 @@ def _error(df: pd.DataFrame) -> tuple[str, str]:
     return "test_mse", "test MSE, noisy targets (no f*: real data)"
 
 
-def _t_half(std, count, confidence: float):
-    """Half-width of the t-interval of a mean; NaN where fewer than two values."""
-    from scipy import stats
-
-    count = np.asarray(count, dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        q = stats.t.ppf(0.5 + confidence / 2, count - 1)
-        return np.where(count > 1, q * np.asarray(std, dtype=float) / np.sqrt(count), np.nan)
-
-
 def _log_band(df: pd.DataFrame, x: str, y: str, by: list[str],
               confidence: float = 0.95) -> pd.DataFrame:
     """Geometric mean of ``y`` over rows (seeds) per (*by, x), with a t-band on log y.
@@ -145,7 +135,7 @@ def _log_band(df: pd.DataFrame, x: str, y: str, by: list[str],
     """
     d = df[df[y] > 0].assign(_log=lambda t: np.log(t[y]))
     g = d.groupby([*by, x], sort=True)["_log"].agg(["mean", "std", "count"]).reset_index()
-    half = _t_half(g["std"], g["count"], confidence)
+    half = t_half(g["std"], g["count"], confidence)
     return g.assign(low=np.exp(g["mean"] - half), high=np.exp(g["mean"] + half),
                     mean=np.exp(g["mean"])).drop(columns="std")
 
@@ -173,19 +163,12 @@ def _no_data(name: str, reason: str) -> Figure:
     return fig
 
 
-def _task_spec(config: dict, family: str, rows: pd.DataFrame) -> dict | None:
-    """The data-module task of ``rows`` (one task): the family's entry, swept param applied."""
-    entry = config.get("tasks", {}).get(family)
-    if not entry:
+def _task_spec(config: dict, task: str) -> dict | None:
+    """The data-module task (generator, n, noise, params) that ran as ``task``."""
+    if not config.get("tasks"):
         return None
-    spec = {"generator": entry.get("generator"),
-            "params": copy.deepcopy(entry.get("params") or {})}
-    keyed = rows[rows["sweep_key"].str.startswith("params.")]
-    if not keyed.empty:
-        value = float(keyed["sweep_value"].iloc[0])
-        spec["params"][keyed["sweep_key"].iloc[0].split(".", 1)[1]] = (
-            int(value) if value.is_integer() else value)
-    return spec
+    spec = expand_tasks(config).get(task)
+    return spec["task"] if spec else None
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -266,7 +249,7 @@ def rate_slopes(summary: pd.DataFrame, config: dict, confidence: float = 0.95) -
     rows = []
     for family, task, g in _rate_groups(s):
         col, _ = _error(g)
-        spec = _task_spec(config, family, g)
+        spec = _task_spec(config, task)
         for arm in _arms(g["arm"]):
             a = g[(g["arm"] == arm) & (g[col] > 0)]
             if a["n_train"].nunique() < 3:
@@ -479,8 +462,8 @@ def _fig_rates(inp: _Inputs) -> Figure:
         return _no_data("rates", "no task has errors at three or more sample sizes")
     slopes = rate_slopes(inp.summary, inp.config)
     fig, axes = _grid(len(groups), ncols=2, panel=(6.2, 4.6))
-    for ax, (family, task, g) in zip(axes, groups, strict=True):
-        _rate_panel(ax, g, slopes[slopes["task"] == task], _task_spec(inp.config, family, g))
+    for ax, (_, task, g) in zip(axes, groups, strict=True):
+        _rate_panel(ax, g, slopes[slopes["task"] == task], _task_spec(inp.config, task))
     return fig
 
 

@@ -145,8 +145,7 @@ def _initial_net(arm: str, ds, model, net_path: Path | None, nets: dict, seed: i
 
     torch.manual_seed(seed)
     if arm == "mlp":
-        cfg = {"depth": 3, "width": 128, **nets.get("mlp", {})}
-        return transfer.MLP(X.shape[1], cfg["depth"], cfg["width"]), 0.0
+        return transfer.MLP(X.shape[1], **nets.get("mlp", {})), 0.0
     if arm == "deepsets":
         params = ds.meta.get("params", {})
         if ds.meta.get("generator") != "invariant":
@@ -277,7 +276,9 @@ def _heatmap_panel(config: dict, job_dir: Path) -> dict:
     ``job_dir`` is ``results/<study>/<task>/n<n>/seed<seed>``; returns the dict
     :func:`motifpipe.report.draw_figures` takes: arrays (r, r) in meshgrid 'xy' layout.
     """
-    from motifpipe import baselines, data
+    import torch
+
+    from motifpipe import baselines, data, transfer
     from motifpipe.config import expand_tasks
 
     task = job_dir.parent.parent.name
@@ -296,10 +297,6 @@ def _heatmap_panel(config: dict, job_dir: Path) -> dict:
     for arm in ("mimicry", "mlp"):  # the trained networks worth drawing beside the kernel
         net_path = job_dir / "train" / f"{arm}.safetensors"
         if net_path.exists():
-            import torch
-
-            from motifpipe import transfer
-
             net, _ = transfer.load_network(net_path)
             with torch.no_grad():
                 panel[arm] = net(torch.as_tensor(points)).numpy().reshape(xx.shape)

@@ -113,7 +113,7 @@ def _cos_network(model) -> CosNet:
 class MLP(nn.Sequential):
     """A plain ReLU MLP ``(n, D) -> (n,)`` with ``depth`` hidden layers of ``width`` units."""
 
-    def __init__(self, dim: int, depth: int, width: int):
+    def __init__(self, dim: int, depth: int = 3, width: int = 128):  # the `mlp:` defaults
         layers: list[nn.Module] = []
         for i in range(depth):
             layers += [nn.Linear(dim if i == 0 else width, width), nn.ReLU()]
